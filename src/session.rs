@@ -1,0 +1,367 @@
+//! The session model (SPEC §1), field for field, and its serde form.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// Default lifetime of a session.
+pub const DEFAULT_TTL: Duration = Duration::hours(24);
+
+/// What to do with a name that is already in the workspace (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WriteMode {
+    /// Keep the existing file; the new one comes out `kept`.
+    #[default]
+    Keep,
+    /// Replace the existing file; the old version stays recoverable until gc.
+    Overwrite,
+    /// Fail the new file with reason `conflict`.
+    Fail,
+}
+
+impl WriteMode {
+    /// The wire form: `KEEP`, `OVERWRITE` or `FAIL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::Keep => "KEEP",
+            WriteMode::Overwrite => "OVERWRITE",
+            WriteMode::Fail => "FAIL",
+        }
+    }
+}
+
+/// An unknown write-mode string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown write mode {0:?}: expected one of KEEP, OVERWRITE, FAIL (any case)")]
+pub struct UnknownWriteMode(pub String);
+
+impl FromStr for WriteMode {
+    type Err = UnknownWriteMode;
+    /// Parses a write mode in any case; anything else is an error, never a default.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "KEEP" => Ok(WriteMode::Keep),
+            "OVERWRITE" => Ok(WriteMode::Overwrite),
+            "FAIL" => Ok(WriteMode::Fail),
+            _ => Err(UnknownWriteMode(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for WriteMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for WriteMode {
+    /// Exactly `KEEP`, `OVERWRITE` or `FAIL` on the wire.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "KEEP" => Ok(WriteMode::Keep),
+            "OVERWRITE" => Ok(WriteMode::Overwrite),
+            "FAIL" => Ok(WriteMode::Fail),
+            _ => Err(serde::de::Error::custom(UnknownWriteMode(s))),
+        }
+    }
+}
+
+/// Who created a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionOauthUser {
+    /// Stable id of the user.
+    pub user_id: Uuid,
+    /// Given name.
+    pub given_name: String,
+    /// Family name.
+    pub family_name: String,
+}
+
+/// A session: the frame every ingested file belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// When the session was created.
+    #[serde(with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    /// Who created it.
+    pub created_by: SessionOauthUser,
+    /// After this instant the session refuses new work; `None` never expires.
+    #[serde(with = "rfc3339_opt", default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Unique id (optional on input, always set on output).
+    #[serde(default = "Uuid::new_v4")]
+    pub session_id: Uuid,
+    /// What to do with names that already exist.
+    #[serde(default)]
+    pub write_mode: WriteMode,
+}
+
+/// The request to create a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CreateSession {
+    /// Write mode (default `KEEP`).
+    #[serde(default)]
+    pub write_mode: WriteMode,
+    /// Lifetime from creation; ignored when `expires_at` is set.
+    #[serde(skip)]
+    pub ttl: Lifetime,
+    /// An explicit expiry instant.
+    #[serde(skip)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// How long a new session lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lifetime {
+    /// The default, 24 hours.
+    #[default]
+    Default,
+    /// A given duration.
+    Ttl(Duration),
+    /// Never expires.
+    Forever,
+}
+
+impl CreateSession {
+    /// A request with the given write mode and the default lifetime.
+    pub fn new(write_mode: WriteMode) -> CreateSession {
+        CreateSession {
+            write_mode,
+            ..CreateSession::default()
+        }
+    }
+
+    /// Sets the lifetime.
+    pub fn lifetime(mut self, ttl: Lifetime) -> CreateSession {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The expiry for a session created at `now`.
+    pub fn expiry(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.expires_at.is_some() {
+            return self.expires_at;
+        }
+        match self.ttl {
+            Lifetime::Default => Some(now + DEFAULT_TTL),
+            Lifetime::Ttl(d) => Some(now + d),
+            Lifetime::Forever => None,
+        }
+    }
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SessionStatus {
+    /// Accepting files.
+    Open,
+    /// Closed explicitly.
+    Closed,
+    /// Past its expiry and not closed.
+    Expired,
+}
+
+impl SessionStatus {
+    /// The wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Open => "OPEN",
+            SessionStatus::Closed => "CLOSED",
+            SessionStatus::Expired => "EXPIRED",
+        }
+    }
+}
+
+/// Per-outcome counts of a session's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IngestionStatus {
+    /// Files not failed: ingested + overwritten + unchanged + kept.
+    pub finished_files: u64,
+    /// Failed files.
+    pub failed_files: u64,
+    /// New names.
+    pub ingested: u64,
+    /// Replaced names.
+    pub overwritten: u64,
+    /// Names whose content and metadata were already there.
+    pub unchanged: u64,
+    /// Names kept as they were (KEEP mode).
+    pub kept: u64,
+    /// Bytes of content read for the session's files that were stored.
+    pub bytes: u64,
+}
+
+/// A session as stored: the model plus its closing time and counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The session.
+    pub session: Session,
+    /// When it was closed, if it was.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Counts of its files so far.
+    pub ingestion: IngestionStatus,
+}
+
+impl SessionRecord {
+    /// The status at `now`.
+    pub fn status(&self, now: DateTime<Utc>) -> SessionStatus {
+        if self.closed_at.is_some() {
+            SessionStatus::Closed
+        } else if self.session.expires_at.is_some_and(|e| now >= e) {
+            SessionStatus::Expired
+        } else {
+            SessionStatus::Open
+        }
+    }
+
+    /// The JSON form of `session show`: the [`Session`] plus `status` and
+    /// `ingestion_status`.
+    pub fn to_json(&self, now: DateTime<Utc>) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.session).unwrap_or(serde_json::Value::Null);
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("status".into(), self.status(now).as_str().into());
+            obj.insert(
+                "closed_at".into(),
+                self.closed_at.map(format_ts).map_or(serde_json::Value::Null, Into::into),
+            );
+            obj.insert(
+                "ingestion_status".into(),
+                serde_json::to_value(self.ingestion).unwrap_or(serde_json::Value::Null),
+            );
+        }
+        v
+    }
+}
+
+/// RFC 3339 in UTC with a `Z` and no more precision than needed.
+pub fn format_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+mod rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_ts(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 timestamp {s:?}: {e}")))
+    }
+}
+
+mod rfc3339_opt {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&super::format_ts(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| {
+            DateTime::parse_from_rfc3339(&s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    serde::de::Error::custom(format!("invalid RFC 3339 timestamp {s:?}: {e}"))
+                })
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> SessionOauthUser {
+        SessionOauthUser {
+            user_id: Uuid::nil(),
+            given_name: "Ada".into(),
+            family_name: "Lovelace".into(),
+        }
+    }
+
+    #[test]
+    fn serializes_exactly_as_the_spec() {
+        let s = Session {
+            created_at: "2026-11-22T10:00:00Z".parse().unwrap(),
+            created_by: user(),
+            expires_at: None,
+            session_id: Uuid::nil(),
+            write_mode: WriteMode::Overwrite,
+        };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"created_at":"2026-11-22T10:00:00Z","created_by":{"user_id":"00000000-0000-0000-0000-000000000000","given_name":"Ada","family_name":"Lovelace"},"expires_at":null,"session_id":"00000000-0000-0000-0000-000000000000","write_mode":"OVERWRITE"}"#
+        );
+    }
+
+    #[test]
+    fn defaults_on_input() {
+        let s: Session = serde_json::from_str(
+            r#"{"created_at":"2026-11-22T10:00:00+01:00","created_by":{"user_id":"00000000-0000-0000-0000-000000000000","given_name":"A","family_name":"B"}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.write_mode, WriteMode::Keep);
+        assert_eq!(s.expires_at, None);
+        assert_eq!(format_ts(s.created_at), "2026-11-22T09:00:00Z");
+        assert_ne!(s.session_id, Uuid::nil());
+    }
+
+    #[test]
+    fn unknown_write_mode_is_an_error() {
+        let e = serde_json::from_str::<CreateSession>(r#"{"write_mode":"MERGE"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown write mode \"MERGE\""), "{e}");
+        assert!(serde_json::from_str::<CreateSession>(r#"{"write_mode":"keep"}"#).is_err());
+        assert_eq!("keep".parse::<WriteMode>(), Ok(WriteMode::Keep));
+        assert_eq!("OverWrite".parse::<WriteMode>(), Ok(WriteMode::Overwrite));
+        assert_eq!(
+            "merge".parse::<WriteMode>(),
+            Err(UnknownWriteMode("merge".into()))
+        );
+    }
+
+    #[test]
+    fn status_follows_expiry_and_close() {
+        let now: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let mut r = SessionRecord {
+            session: Session {
+                created_at: now,
+                created_by: user(),
+                expires_at: CreateSession::new(WriteMode::Keep).expiry(now),
+                session_id: Uuid::nil(),
+                write_mode: WriteMode::Keep,
+            },
+            closed_at: None,
+            ingestion: IngestionStatus::default(),
+        };
+        assert_eq!(r.session.expires_at, Some(now + Duration::hours(24)));
+        assert_eq!(r.status(now), SessionStatus::Open);
+        assert_eq!(r.status(now + Duration::hours(24)), SessionStatus::Expired);
+        r.closed_at = Some(now);
+        assert_eq!(r.status(now + Duration::hours(24)), SessionStatus::Closed);
+    }
+}

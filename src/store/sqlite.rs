@@ -1,0 +1,768 @@
+//! The SQLite index: WAL mode so readers never wait for a long ingest,
+//! `BEGIN IMMEDIATE` so writers from several processes queue for the write
+//! lock instead of failing, and `synchronous=FULL` so a commit is durable
+//! when it returns.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use super::{
+    BlobRecord, Entry, Index, IndexGc, OutcomeRecord, SourceRecord, StoreError, WriteTxn,
+};
+use crate::hash::Hash;
+use crate::outcome::{Outcome, Reason};
+use crate::session::{IngestionStatus, Session, SessionOauthUser, SessionRecord, WriteMode};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Each migration takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: the first schema.
+    "
+    CREATE TABLE sessions (
+        id          TEXT PRIMARY KEY,
+        created_at  INTEGER NOT NULL,
+        created_by  TEXT NOT NULL,
+        expires_at  INTEGER,
+        write_mode  TEXT NOT NULL,
+        closed_at   INTEGER,
+        ingested    INTEGER NOT NULL DEFAULT 0,
+        overwritten INTEGER NOT NULL DEFAULT 0,
+        unchanged   INTEGER NOT NULL DEFAULT 0,
+        kept        INTEGER NOT NULL DEFAULT 0,
+        failed      INTEGER NOT NULL DEFAULT 0,
+        bytes       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE blobs (
+        id         INTEGER PRIMARY KEY,
+        hash       BLOB NOT NULL UNIQUE,
+        size       INTEGER NOT NULL,
+        data       BLOB,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE entries (
+        name        TEXT PRIMARY KEY,
+        hash        BLOB NOT NULL,
+        size        INTEGER NOT NULL,
+        meta        TEXT,
+        session_id  TEXT NOT NULL,
+        ingested_at INTEGER NOT NULL,
+        version     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE history (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        hash        BLOB NOT NULL,
+        size        INTEGER NOT NULL,
+        meta        TEXT,
+        session_id  TEXT NOT NULL,
+        ingested_at INTEGER NOT NULL,
+        replaced_at INTEGER NOT NULL
+    );
+    CREATE INDEX history_by_name ON history(name, version);
+    CREATE TABLE sources (
+        dir      BLOB NOT NULL,
+        file     BLOB NOT NULL,
+        size     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        name     TEXT NOT NULL,
+        hash     BLOB NOT NULL,
+        PRIMARY KEY (dir, file)
+    ) WITHOUT ROWID;
+    CREATE TABLE file_outcomes (
+        id         INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        source     BLOB,
+        outcome    TEXT NOT NULL,
+        reason     TEXT,
+        message    TEXT,
+        size       INTEGER,
+        hash       BLOB
+    );
+    CREATE INDEX file_outcomes_by_session ON file_outcomes(session_id, id);
+    ",
+];
+
+/// The SQLite index in `intake.db`.
+pub struct SqliteIndex {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    busy_timeout: Duration,
+}
+
+impl std::fmt::Debug for SqliteIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteIndex").field("path", &self.path).finish()
+    }
+}
+
+fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError::Index {
+        what: what.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+fn hash_col(row: &Row<'_>, i: usize) -> rusqlite::Result<Hash> {
+    let b: Vec<u8> = row.get(i)?;
+    Hash::from_slice(&b).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Blob,
+            format!("a hash of {} bytes, not 32", b.len()).into(),
+        )
+    })
+}
+
+fn uuid_col(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
+    let s: String = row.get(i)?;
+    Uuid::parse_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn split_path(path: &Path) -> (&[u8], &[u8]) {
+    let dir = path.parent().map(|p| p.as_os_str()).unwrap_or(OsStr::new(""));
+    let file = path.file_name().unwrap_or(OsStr::new(""));
+    (dir.as_bytes(), file.as_bytes())
+}
+
+const ENTRY_COLS: &str = "name, hash, size, meta, session_id, ingested_at, version";
+
+fn entry_row(row: &Row<'_>) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        name: row.get(0)?,
+        hash: hash_col(row, 1)?,
+        size: row.get::<_, i64>(2)? as u64,
+        meta: row.get(3)?,
+        session_id: uuid_col(row, 4)?,
+        ingested_at: from_micros(row.get(5)?),
+        version: row.get::<_, i64>(6)? as u64,
+        replaced_at: None,
+    })
+}
+
+const SESSION_COLS: &str = "id, created_at, created_by, expires_at, write_mode, closed_at, \
+     ingested, overwritten, unchanged, kept, failed, bytes";
+
+fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let conv = |i: usize, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    };
+    let by: String = row.get(2)?;
+    let created_by: SessionOauthUser =
+        serde_json::from_str(&by).map_err(|e| conv(2, e.to_string()))?;
+    let mode: String = row.get(4)?;
+    let write_mode: WriteMode = mode.parse().map_err(|e: crate::UnknownWriteMode| conv(4, e.to_string()))?;
+    let n = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)? as u64) };
+    let (ingested, overwritten, unchanged, kept, failed) = (n(6)?, n(7)?, n(8)?, n(9)?, n(10)?);
+    Ok(SessionRecord {
+        session: Session {
+            created_at: from_micros(row.get(1)?),
+            created_by,
+            expires_at: row.get::<_, Option<i64>>(3)?.map(from_micros),
+            session_id: uuid_col(row, 0)?,
+            write_mode,
+        },
+        closed_at: row.get::<_, Option<i64>>(5)?.map(from_micros),
+        ingestion: IngestionStatus {
+            finished_files: ingested + overwritten + unchanged + kept,
+            failed_files: failed,
+            ingested,
+            overwritten,
+            unchanged,
+            kept,
+            bytes: n(11)?,
+        },
+    })
+}
+
+fn outcome_row(row: &Row<'_>) -> rusqlite::Result<OutcomeRecord> {
+    let conv = |i: usize, s: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown value {s:?}").into(),
+        )
+    };
+    let outcome: String = row.get(3)?;
+    let reason: Option<String> = row.get(4)?;
+    Ok(OutcomeRecord {
+        session_id: uuid_col(row, 0)?,
+        name: row.get(1)?,
+        source: row
+            .get::<_, Option<Vec<u8>>>(2)?
+            .map(|b| PathBuf::from(OsStr::from_bytes(&b))),
+        outcome: Outcome::parse(&outcome).ok_or_else(|| conv(3, outcome.clone()))?,
+        reason: match reason {
+            Some(r) => Some(Reason::parse(&r).ok_or_else(|| conv(4, r.clone()))?),
+            None => None,
+        },
+        message: row.get(5)?,
+        size: row.get::<_, Option<i64>>(6)?.map(|s| s as u64),
+        hash: match row.get::<_, Option<Vec<u8>>>(7)? {
+            Some(b) => Hash::from_slice(&b),
+            None => None,
+        },
+    })
+}
+
+impl SqliteIndex {
+    /// Opens (`create`: or creates) the index at `path`.
+    pub fn open(path: &Path, create: bool, busy_timeout: Duration) -> Result<SqliteIndex, StoreError> {
+        let conn = open_conn(path, create, busy_timeout)?;
+        migrate(&conn)?;
+        Ok(SqliteIndex {
+            path: path.to_owned(),
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            busy_timeout,
+        })
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on a pooled read connection.
+    fn read<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_conn(&self.path, false, self.busy_timeout)?,
+        };
+        let out = f(&conn).map_err(db_err(what));
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+        out
+    }
+}
+
+fn open_conn(path: &Path, create: bool, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let what = format!("opening {}", path.display());
+    let conn = Connection::open_with_flags(path, flags).map_err(db_err(&what))?;
+    conn.busy_timeout(busy_timeout).map_err(db_err(&what))?;
+    // journal_mode=WAL is persistent and itself needs the lock; the busy
+    // timeout above covers a concurrent opener.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(db_err(&what))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Index {
+            what,
+            message: format!("could not switch to WAL mode (journal mode is {mode})"),
+        });
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=OFF;
+         PRAGMA cache_size=-32768;
+         PRAGMA temp_store=MEMORY;",
+    )
+    .map_err(db_err(&what))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let what = "checking the schema version";
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err(what))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(db_err("migrating the schema"))?;
+    // Re-read under the lock: another process may have migrated meanwhile.
+    let result = (|| {
+        let mut v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        while v < SCHEMA_VERSION {
+            conn.execute_batch(MIGRATIONS[v as usize])?;
+            v += 1;
+            conn.execute_batch(&format!("PRAGMA user_version = {v}"))?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn
+            .execute_batch("COMMIT")
+            .map_err(db_err("migrating the schema")),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(db_err("migrating the schema")(e))
+        }
+    }
+}
+
+impl Index for SqliteIndex {
+    fn create_session(&self, s: &Session) -> Result<(), StoreError> {
+        let by = serde_json::to_string(&s.created_by)
+            .map_err(|e| StoreError::Corrupt(format!("serializing the creator: {e}")))?;
+        self.writer()
+            .execute(
+                "INSERT INTO sessions (id, created_at, created_by, expires_at, write_mode)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    s.session_id.to_string(),
+                    micros(s.created_at),
+                    by,
+                    s.expires_at.map(micros),
+                    s.write_mode.as_str()
+                ],
+            )
+            .map_err(db_err("creating a session"))?;
+        Ok(())
+    }
+
+    fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
+        self.read("reading a session", |c| {
+            c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"))?
+                .query_row([id.to_string()], session_row)
+                .optional()
+        })
+    }
+
+    fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.read("listing sessions", |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions ORDER BY created_at, id"
+            ))?;
+            st.query_map([], session_row)?.collect()
+        })
+    }
+
+    fn close_session(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let n = self
+            .writer()
+            .execute(
+                "UPDATE sessions SET closed_at = ?2 WHERE id = ?1 AND closed_at IS NULL",
+                params![id.to_string(), micros(at)],
+            )
+            .map_err(db_err("closing a session"))?;
+        Ok(n == 1)
+    }
+
+    fn is_closed(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.read("reading a session", |c| {
+            let closed: Option<Option<i64>> = c
+                .prepare_cached("SELECT closed_at FROM sessions WHERE id = ?1")?
+                .query_row([id.to_string()], |r| r.get(0))
+                .optional()?;
+            Ok(matches!(closed, Some(Some(_))))
+        })
+    }
+
+    fn current(&self, name: &str) -> Result<Option<Entry>, StoreError> {
+        self.read("looking up a name", |c| current_on(c, name))
+    }
+
+    fn source(&self, path: &Path) -> Result<Option<SourceRecord>, StoreError> {
+        let (dir, file) = split_path(path);
+        self.read("looking up a source", |c| {
+            c.prepare_cached(
+                "SELECT size, mtime_ns, name, hash FROM sources WHERE dir = ?1 AND file = ?2",
+            )?
+            .query_row(params![dir, file], |r| {
+                Ok(SourceRecord {
+                    path: path.to_owned(),
+                    size: r.get::<_, i64>(0)? as u64,
+                    mtime_ns: r.get(1)?,
+                    name: r.get(2)?,
+                    hash: hash_col(r, 3)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+        let conn = self.writer();
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(db_err("starting a write transaction"))?;
+        Ok(Box::new(SqliteTxn {
+            conn,
+            open: true,
+            deltas: HashMap::new(),
+        }))
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&str>,
+        visit: &mut dyn FnMut(Entry) -> bool,
+    ) -> Result<(), StoreError> {
+        self.read("listing names", |c| {
+            let prefix = prefix.unwrap_or("");
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ENTRY_COLS} FROM entries WHERE name >= ?1 ORDER BY name"
+            ))?;
+            let mut rows = st.query([prefix])?;
+            while let Some(row) = rows.next()? {
+                let e = entry_row(row)?;
+                if !e.name.starts_with(prefix) || !visit(e) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn history(&self, name: &str) -> Result<Vec<Entry>, StoreError> {
+        self.read("reading history", |c| {
+            let mut out: Vec<Entry> = current_on(c, name)?.into_iter().collect();
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ENTRY_COLS}, replaced_at FROM history WHERE name = ?1 ORDER BY version DESC"
+            ))?;
+            let old = st.query_map([name], |r| {
+                let mut e = entry_row(r)?;
+                e.replaced_at = Some(from_micros(r.get(7)?));
+                Ok(e)
+            })?;
+            for e in old {
+                out.push(e?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn session_files(
+        &self,
+        id: Uuid,
+        visit: &mut dyn FnMut(OutcomeRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        self.read("listing a session's files", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT session_id, name, source, outcome, reason, message, size, hash
+                 FROM file_outcomes WHERE session_id = ?1 ORDER BY id",
+            )?;
+            let mut rows = st.query([id.to_string()])?;
+            while let Some(row) = rows.next()? {
+                if !visit(outcome_row(row)?) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn inline_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read("reading a blob", |c| {
+            let data: Option<Option<Vec<u8>>> = c
+                .prepare_cached("SELECT data FROM blobs WHERE hash = ?1")?
+                .query_row([&hash.0[..]], |r| r.get(0))
+                .optional()?;
+            Ok(data.flatten())
+        })
+    }
+
+    fn has_blob(&self, hash: &Hash) -> Result<bool, StoreError> {
+        self.read("looking up a blob", |c| has_blob_on(c, hash))
+    }
+
+    fn blobs(&self, visit: &mut dyn FnMut(BlobRecord) -> bool) -> Result<(), StoreError> {
+        self.read("listing blobs", |c| {
+            let mut st = c.prepare("SELECT hash, size, data IS NOT NULL FROM blobs ORDER BY id")?;
+            let mut rows = st.query([])?;
+            while let Some(row) = rows.next()? {
+                let rec = BlobRecord {
+                    hash: hash_col(row, 0)?,
+                    size: row.get::<_, i64>(1)? as u64,
+                    inline: row.get(2)?,
+                };
+                if !visit(rec) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn dangling(&self) -> Result<Vec<(String, Hash)>, StoreError> {
+        self.read("checking references", |c| {
+            let mut st = c.prepare(
+                "SELECT name, hash FROM entries WHERE hash NOT IN (SELECT hash FROM blobs)
+                 UNION
+                 SELECT name, hash FROM history WHERE hash NOT IN (SELECT hash FROM blobs)
+                 ORDER BY 1",
+            )?;
+            st.query_map([], |r| Ok((r.get(0)?, hash_col(r, 1)?)))?
+                .collect()
+        })
+    }
+
+    fn names_of(&self, hash: &Hash) -> Result<Vec<String>, StoreError> {
+        self.read("finding names", |c| {
+            let mut st = c.prepare(
+                "SELECT name FROM entries WHERE hash = ?1
+                 UNION SELECT name FROM history WHERE hash = ?1 ORDER BY 1",
+            )?;
+            st.query_map([&hash.0[..]], |r| r.get(0))?.collect()
+        })
+    }
+
+    fn gc(&self, cutoff: DateTime<Utc>) -> Result<IndexGc, StoreError> {
+        let conn = self.writer();
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(db_err("starting garbage collection"))?;
+        let result = (|| -> rusqlite::Result<IndexGc> {
+            let versions =
+                conn.execute("DELETE FROM history WHERE replaced_at < ?1", [micros(cutoff)])?;
+            let mut st = conn.prepare(
+                "SELECT id, hash, data IS NOT NULL FROM blobs
+                 WHERE hash NOT IN (SELECT hash FROM entries)
+                   AND hash NOT IN (SELECT hash FROM history)",
+            )?;
+            let dead: Vec<(i64, Hash, bool)> = st
+                .query_map([], |r| Ok((r.get(0)?, hash_col(r, 1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut del = conn.prepare("DELETE FROM blobs WHERE id = ?1")?;
+            let mut out = IndexGc {
+                versions: versions as u64,
+                ..IndexGc::default()
+            };
+            for (id, hash, inline) in dead {
+                del.execute([id])?;
+                if inline {
+                    out.inline_blobs += 1;
+                } else {
+                    out.external_blobs.push(hash);
+                }
+            }
+            Ok(out)
+        })();
+        match result {
+            Ok(out) => {
+                conn.execute_batch("COMMIT")
+                    .map_err(db_err("committing garbage collection"))?;
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(db_err("garbage collection")(e))
+            }
+        }
+    }
+}
+
+fn current_on(c: &Connection, name: &str) -> rusqlite::Result<Option<Entry>> {
+    c.prepare_cached(&format!("SELECT {ENTRY_COLS} FROM entries WHERE name = ?1"))?
+        .query_row([name], entry_row)
+        .optional()
+}
+
+fn has_blob_on(c: &Connection, hash: &Hash) -> rusqlite::Result<bool> {
+    c.prepare_cached("SELECT 1 FROM blobs WHERE hash = ?1")?
+        .query_row([&hash.0[..]], |_| Ok(()))
+        .optional()
+        .map(|o| o.is_some())
+}
+
+/// Counter changes made by a transaction, applied once at commit.
+#[derive(Default)]
+struct Delta {
+    counts: [i64; 5],
+    bytes: i64,
+}
+
+struct SqliteTxn<'a> {
+    conn: MutexGuard<'a, Connection>,
+    open: bool,
+    deltas: HashMap<Uuid, Delta>,
+}
+
+impl Drop for SqliteTxn<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl WriteTxn for SqliteTxn<'_> {
+    fn current(&mut self, name: &str) -> Result<Option<Entry>, StoreError> {
+        current_on(&self.conn, name).map_err(db_err("looking up a name"))
+    }
+
+    fn has_blob(&mut self, hash: &Hash) -> Result<bool, StoreError> {
+        has_blob_on(&self.conn, hash).map_err(db_err("looking up a blob"))
+    }
+
+    fn put_blob(&mut self, hash: &Hash, size: u64, data: Option<&[u8]>) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO blobs (hash, size, data, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    &hash.0[..],
+                    size as i64,
+                    data,
+                    micros(Utc::now())
+                ])
+            })
+            .map_err(db_err("storing a blob"))?;
+        Ok(())
+    }
+
+    fn write_version(&mut self, e: &Entry, replaced: Option<&Entry>) -> Result<(), StoreError> {
+        let c = &self.conn;
+        (|| {
+            if let Some(old) = replaced {
+                c.prepare_cached(
+                    "INSERT INTO history (name, version, hash, size, meta, session_id, ingested_at, replaced_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    old.name,
+                    old.version as i64,
+                    &old.hash.0[..],
+                    old.size as i64,
+                    old.meta,
+                    old.session_id.to_string(),
+                    micros(old.ingested_at),
+                    micros(e.ingested_at)
+                ])?;
+            }
+            c.prepare_cached(
+                "INSERT INTO entries (name, hash, size, meta, session_id, ingested_at, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, size = excluded.size,
+                   meta = excluded.meta, session_id = excluded.session_id,
+                   ingested_at = excluded.ingested_at, version = excluded.version",
+            )?
+            .execute(params![
+                e.name,
+                &e.hash.0[..],
+                e.size as i64,
+                e.meta,
+                e.session_id.to_string(),
+                micros(e.ingested_at),
+                e.version as i64
+            ])?;
+            Ok(())
+        })()
+        .map_err(db_err("writing a version"))
+    }
+
+    fn record_source(&mut self, rec: &SourceRecord) -> Result<(), StoreError> {
+        let (dir, file) = split_path(&rec.path);
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO sources (dir, file, size, mtime_ns, name, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    dir,
+                    file,
+                    rec.size as i64,
+                    rec.mtime_ns,
+                    rec.name,
+                    &rec.hash.0[..]
+                ])
+            })
+            .map_err(db_err("recording a source"))?;
+        Ok(())
+    }
+
+    fn record_outcome(&mut self, r: &OutcomeRecord) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO file_outcomes (session_id, name, source, outcome, reason, message, size, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    r.session_id.to_string(),
+                    r.name,
+                    r.source.as_ref().map(|p| p.as_os_str().as_bytes()),
+                    r.outcome.as_str(),
+                    r.reason.map(Reason::as_str),
+                    r.message,
+                    r.size.map(|s| s as i64),
+                    r.hash.as_ref().map(|h| &h.0[..])
+                ])
+            })
+            .map_err(db_err("recording an outcome"))?;
+        let d = self.deltas.entry(r.session_id).or_default();
+        let slot = match r.outcome {
+            Outcome::Ingested => 0,
+            Outcome::Overwritten => 1,
+            Outcome::Unchanged => 2,
+            Outcome::Kept => 3,
+            Outcome::Failed => 4,
+            Outcome::Refused => return Ok(()),
+        };
+        d.counts[slot] += 1;
+        if slot != 4 {
+            d.bytes += r.size.unwrap_or(0) as i64;
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        let deltas = std::mem::take(&mut self.deltas);
+        for (id, d) in deltas {
+            self.conn
+                .prepare_cached(
+                    "UPDATE sessions SET ingested = ingested + ?2, overwritten = overwritten + ?3,
+                       unchanged = unchanged + ?4, kept = kept + ?5, failed = failed + ?6,
+                       bytes = bytes + ?7 WHERE id = ?1",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        id.to_string(),
+                        d.counts[0],
+                        d.counts[1],
+                        d.counts[2],
+                        d.counts[3],
+                        d.counts[4],
+                        d.bytes
+                    ])
+                })
+                .map_err(db_err("updating session counters"))?;
+        }
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(db_err("committing"))?;
+        self.open = false;
+        Ok(())
+    }
+}

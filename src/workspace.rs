@@ -1,0 +1,478 @@
+//! The workspace: an index and a blob store in one directory, and the
+//! operations on them that are not an ingest run (sessions, reading, history,
+//! `verify`, `gc`).
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::hash::Hash;
+use crate::ingest::IngestRun;
+use crate::session::{CreateSession, Session, SessionOauthUser, SessionRecord, SessionStatus};
+use crate::store::{
+    BlobStore, Entry, FsBlobStore, Index, OutcomeRecord, SqliteIndex, StoreError,
+};
+
+/// File name of the index inside a workspace.
+pub const INDEX_FILE: &str = "intake.db";
+/// Directory of the blob store inside a workspace.
+pub const BLOB_DIR: &str = "blobs";
+/// Blobs up to this size are kept inside the index by default.
+pub const DEFAULT_INLINE_THRESHOLD: u64 = 64 * 1024;
+
+/// A workspace: cheap to clone, safe to share between threads.
+#[derive(Clone)]
+pub struct Workspace {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) index: Arc<dyn Index>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) inline_threshold: u64,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens or creates a workspace with non-default settings.
+///
+/// Defaults: the system clock, blobs up to 64 KiB inline in the index, a
+/// 60 s wait for the index's write lock, the SQLite index and the local
+/// blob store.
+#[must_use]
+pub struct WorkspaceBuilder {
+    dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    inline_threshold: u64,
+    busy_timeout: Duration,
+    index: Option<Arc<dyn Index>>,
+    blobs: Option<Arc<dyn BlobStore>>,
+}
+
+impl WorkspaceBuilder {
+    /// Settings for the workspace in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> WorkspaceBuilder {
+        WorkspaceBuilder {
+            dir: dir.into(),
+            clock: Arc::new(SystemClock),
+            inline_threshold: DEFAULT_INLINE_THRESHOLD,
+            busy_timeout: Duration::from_secs(60),
+            index: None,
+            blobs: None,
+        }
+    }
+
+    /// The clock that decides expiry (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Files up to this many bytes are stored inside the index (default
+    /// 64 KiB; 0 sends every blob to the blob store).
+    pub fn inline_threshold(mut self, bytes: u64) -> Self {
+        self.inline_threshold = bytes;
+        self
+    }
+
+    /// How long to wait for another process's write lock (default 60 s).
+    pub fn busy_timeout(mut self, t: Duration) -> Self {
+        self.busy_timeout = t;
+        self
+    }
+
+    /// Uses another index instead of `intake.db`.
+    pub fn index(mut self, index: Arc<dyn Index>) -> Self {
+        self.index = Some(index);
+        self
+    }
+
+    /// Uses another blob store instead of `blobs/`.
+    pub fn blob_store(mut self, blobs: Arc<dyn BlobStore>) -> Self {
+        self.blobs = Some(blobs);
+        self
+    }
+
+    /// Creates the workspace if needed (idempotent), then opens it.
+    pub fn create(self) -> Result<Workspace> {
+        let dir = &self.dir;
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::NotADirectory(dir.clone()));
+        }
+        fs::create_dir_all(dir).map_err(|e| self.store_err(StoreError::io("creating the directory", e)))?;
+        self.build(true)
+    }
+
+    /// Opens an existing workspace.
+    pub fn open(self) -> Result<Workspace> {
+        if self.index.is_none() && !self.dir.join(INDEX_FILE).is_file() {
+            return Err(Error::NotAWorkspace(self.dir.clone()));
+        }
+        self.build(false)
+    }
+
+    fn store_err(&self, source: StoreError) -> Error {
+        Error::Store {
+            path: self.dir.clone(),
+            source,
+        }
+    }
+
+    fn build(self, create: bool) -> Result<Workspace> {
+        let index = match self.index.clone() {
+            Some(i) => i,
+            None => Arc::new(
+                SqliteIndex::open(&self.dir.join(INDEX_FILE), create, self.busy_timeout)
+                    .map_err(|e| self.store_err(e))?,
+            ),
+        };
+        let blobs = match self.blobs.clone() {
+            Some(b) => b,
+            None => Arc::new(
+                FsBlobStore::open(self.dir.join(BLOB_DIR)).map_err(|e| self.store_err(e))?,
+            ),
+        };
+        Ok(Workspace {
+            inner: Arc::new(Inner {
+                dir: self.dir,
+                index,
+                blobs,
+                clock: self.clock,
+                inline_threshold: self.inline_threshold,
+            }),
+        })
+    }
+}
+
+/// One problem found by [`Workspace::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defect {
+    /// A name whose content (current or an older version) is affected.
+    pub name: Option<String>,
+    /// The blob.
+    pub hash: Hash,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// The result of [`Workspace::verify`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Blobs re-hashed.
+    pub blobs: u64,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+    /// Problems, one per affected name (or per blob when no name refers to it).
+    pub defects: Vec<Defect>,
+}
+
+/// The result of [`Workspace::gc`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Old versions dropped.
+    pub versions: u64,
+    /// Blobs removed (inline and external).
+    pub blobs: u64,
+    /// Blob files left by interrupted writes or never referenced, removed.
+    pub orphans: u64,
+}
+
+impl Workspace {
+    /// Creates a workspace in `dir` (or opens the one there) with defaults.
+    pub fn create(dir: impl Into<PathBuf>) -> Result<Workspace> {
+        WorkspaceBuilder::new(dir).create()
+    }
+
+    /// Opens the workspace in `dir` with defaults.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Workspace> {
+        WorkspaceBuilder::new(dir).open()
+    }
+
+    /// The workspace directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The clock's current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    pub(crate) fn err(&self, source: StoreError) -> Error {
+        Error::Store {
+            path: self.inner.dir.clone(),
+            source,
+        }
+    }
+
+    pub(crate) fn index(&self) -> &dyn Index {
+        &*self.inner.index
+    }
+
+    /// Creates a session.
+    pub fn create_session(&self, req: &CreateSession, user: SessionOauthUser) -> Result<Session> {
+        let now = self.now();
+        let session = Session {
+            created_at: now,
+            created_by: user,
+            expires_at: req.expiry(now),
+            session_id: Uuid::new_v4(),
+            write_mode: req.write_mode,
+        };
+        self.index()
+            .create_session(&session)
+            .map_err(|e| self.err(e))?;
+        Ok(session)
+    }
+
+    /// A session with its status counts.
+    pub fn session(&self, id: Uuid) -> Result<SessionRecord> {
+        self.index()
+            .session(id)
+            .map_err(|e| self.err(e))?
+            .ok_or(Error::SessionNotFound(id))
+    }
+
+    /// Every session, oldest first.
+    pub fn sessions(&self) -> Result<Vec<SessionRecord>> {
+        self.index().sessions().map_err(|e| self.err(e))
+    }
+
+    /// A session that is open now, or the error saying why not.
+    pub fn open_session(&self, id: Uuid) -> Result<Session> {
+        let rec = self.session(id)?;
+        match rec.status(self.now()) {
+            SessionStatus::Open => Ok(rec.session),
+            SessionStatus::Closed => Err(Error::SessionClosed {
+                id,
+                at: rec.closed_at.unwrap_or(rec.session.created_at),
+            }),
+            SessionStatus::Expired => Err(Error::SessionExpired {
+                id,
+                at: rec.session.expires_at.unwrap_or(rec.session.created_at),
+            }),
+        }
+    }
+
+    /// Closes a session (closing a closed session changes nothing).
+    pub fn close_session(&self, id: Uuid) -> Result<SessionRecord> {
+        self.session(id)?;
+        self.index()
+            .close_session(id, self.now())
+            .map_err(|e| self.err(e))?;
+        self.session(id)
+    }
+
+    /// Starts configuring an ingest run in `session`.
+    pub fn ingest(&self, session: &Session) -> IngestRun {
+        IngestRun::new(self.clone(), session.clone())
+    }
+
+    /// The current version of a name.
+    pub fn current(&self, name: &str) -> Result<Option<Entry>> {
+        self.index().current(name).map_err(|e| self.err(e))
+    }
+
+    /// Visits the current version of every name starting with `prefix`, in
+    /// name order; the visitor returns `false` to stop.
+    pub fn list(&self, prefix: Option<&str>, mut visit: impl FnMut(Entry) -> bool) -> Result<()> {
+        self.index()
+            .list(prefix, &mut visit)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every version of a name, newest first.
+    pub fn history(&self, name: &str) -> Result<Vec<Entry>> {
+        let h = self.index().history(name).map_err(|e| self.err(e))?;
+        if h.is_empty() {
+            return Err(Error::NameNotFound(name.to_owned()));
+        }
+        Ok(h)
+    }
+
+    /// The per-file outcomes recorded in a session, in order.
+    pub fn session_files(
+        &self,
+        id: Uuid,
+        mut visit: impl FnMut(OutcomeRecord) -> bool,
+    ) -> Result<()> {
+        self.index()
+            .session_files(id, &mut visit)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Opens the current content of a name.
+    pub fn read(&self, name: &str) -> Result<Box<dyn Read + Send>> {
+        let e = self
+            .current(name)?
+            .ok_or_else(|| Error::NameNotFound(name.to_owned()))?;
+        self.open_blob(&e.hash)
+    }
+
+    /// Opens one version of a name.
+    pub fn read_version(&self, name: &str, version: u64) -> Result<Box<dyn Read + Send>> {
+        let e = self
+            .history(name)?
+            .into_iter()
+            .find(|e| e.version == version)
+            .ok_or_else(|| Error::VersionNotFound {
+                name: name.to_owned(),
+                version,
+            })?;
+        self.open_blob(&e.hash)
+    }
+
+    /// Opens a blob by hash, inline or external.
+    pub fn open_blob(&self, hash: &Hash) -> Result<Box<dyn Read + Send>> {
+        if let Some(data) = self.index().inline_blob(hash).map_err(|e| self.err(e))? {
+            return Ok(Box::new(io::Cursor::new(data)));
+        }
+        self.inner.blobs.open(hash).map_err(|e| self.err(e))
+    }
+
+    /// Re-hashes every blob and checks every version's reference.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let mut bad: Vec<(Hash, String)> = Vec::new();
+        self.index()
+            .blobs(&mut |b| {
+                let result: std::result::Result<(u64, Hash), String> = (|| {
+                    let mut r: Box<dyn Read + Send> = if b.inline {
+                        match self.index().inline_blob(&b.hash) {
+                            Ok(Some(d)) => Box::new(io::Cursor::new(d)),
+                            Ok(None) => return Err("inline blob has no data".into()),
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    } else {
+                        match self.inner.blobs.open(&b.hash) {
+                            Ok(r) => r,
+                            Err(StoreError::Io { source, .. })
+                                if source.kind() == io::ErrorKind::NotFound =>
+                            {
+                                return Err("blob is missing".into());
+                            }
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    };
+                    hash_reader(&mut r).map_err(|e| format!("reading the blob: {e}"))
+                })();
+                report.blobs += 1;
+                match result {
+                    Ok((size, actual)) => {
+                        report.bytes += size;
+                        if actual != b.hash {
+                            bad.push((b.hash, format!("content hashes to {actual}: corrupt")));
+                        } else if size != b.size {
+                            bad.push((b.hash, format!("size {size}, index says {}", b.size)));
+                        }
+                    }
+                    Err(problem) => bad.push((b.hash, problem)),
+                }
+                true
+            })
+            .map_err(|e| self.err(e))?;
+        for (hash, problem) in bad {
+            let names = self.index().names_of(&hash).map_err(|e| self.err(e))?;
+            if names.is_empty() {
+                report.defects.push(Defect {
+                    name: None,
+                    hash,
+                    problem: problem.clone(),
+                });
+            }
+            for name in names {
+                report.defects.push(Defect {
+                    name: Some(name),
+                    hash,
+                    problem: problem.clone(),
+                });
+            }
+        }
+        for (name, hash) in self.index().dangling().map_err(|e| self.err(e))? {
+            report.defects.push(Defect {
+                name: Some(name),
+                hash,
+                problem: "no blob is recorded for this content".into(),
+            });
+        }
+        report.defects.sort_by(|a, b| a.name.cmp(&b.name).then(a.hash.cmp(&b.hash)));
+        Ok(report)
+    }
+
+    /// Drops versions replaced more than `retention` ago and every blob no
+    /// version refers to any more (blob files only once they are older than
+    /// `retention`, so a running ingest's fresh blobs are never taken).
+    pub fn gc(&self, retention: chrono::Duration) -> Result<GcReport> {
+        let now = self.now();
+        let cutoff = now - retention;
+        let file_cutoff = SystemTime::now()
+            .checked_sub(retention.to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let idx = self.index().gc(cutoff).map_err(|e| self.err(e))?;
+        let mut report = GcReport {
+            versions: idx.versions,
+            blobs: idx.inline_blobs,
+            orphans: 0,
+        };
+        let blobs = &self.inner.blobs;
+        for h in &idx.external_blobs {
+            if blobs.remove(h, file_cutoff).map_err(|e| self.err(e))? {
+                report.blobs += 1;
+            }
+        }
+        // Files with no row: written by a run that crashed or whose file was
+        // kept, never referenced.
+        let mut candidates = Vec::new();
+        blobs
+            .list(&mut |h, mtime| {
+                if mtime < file_cutoff {
+                    candidates.push(h);
+                }
+            })
+            .map_err(|e| self.err(e))?;
+        for h in candidates {
+            if !self.index().has_blob(&h).map_err(|e| self.err(e))?
+                && blobs.remove(&h, file_cutoff).map_err(|e| self.err(e))?
+            {
+                report.orphans += 1;
+            }
+        }
+        report.orphans += blobs.remove_stale(file_cutoff).map_err(|e| self.err(e))?;
+        blobs.sync().map_err(|e| self.err(e))?;
+        Ok(report)
+    }
+}
+
+/// Hashes everything `r` yields; returns the length and the hash.
+pub(crate) fn hash_reader(r: &mut dyn Read) -> io::Result<(u64, Hash)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                hasher.update(&buf[..k]);
+                n += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((n, hasher.finalize().into()))
+}
