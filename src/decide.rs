@@ -68,14 +68,29 @@ mod tests {
     fn the_whole_table() {
         let a = Hash::of(b"a");
         let b = Hash::of(b"b");
-        let new = Identity { hash: &a, meta: Some("{\"k\":1}") };
-        let same = Identity { hash: &a, meta: Some("{\"k\":1}") };
-        let other_meta = Identity { hash: &a, meta: None };
-        let other_content = Identity { hash: &b, meta: Some("{\"k\":1}") };
+        let new = Identity {
+            hash: &a,
+            meta: Some("{\"k\":1}"),
+        };
+        let same = Identity {
+            hash: &a,
+            meta: Some("{\"k\":1}"),
+        };
+        let other_meta = Identity {
+            hash: &a,
+            meta: None,
+        };
+        let other_content = Identity {
+            hash: &b,
+            meta: Some("{\"k\":1}"),
+        };
         use Decision::*;
         let expect = [
             (WriteMode::Keep, [Ingest, Unchanged, Keep, Keep]),
-            (WriteMode::Overwrite, [Ingest, Unchanged, Overwrite, Overwrite]),
+            (
+                WriteMode::Overwrite,
+                [Ingest, Unchanged, Overwrite, Overwrite],
+            ),
             (WriteMode::Fail, [Ingest, Unchanged, Conflict, Conflict]),
         ];
         for (mode, row) in expect {

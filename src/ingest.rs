@@ -197,7 +197,14 @@ impl IngestRun {
         I::IntoIter: Send,
     {
         let started = Instant::now();
-        if !self.dry_run && self.ws.index().session(self.session.session_id).map_err(|e| self.ws.err(e))?.is_none() {
+        if !self.dry_run
+            && self
+                .ws
+                .index()
+                .session(self.session.session_id)
+                .map_err(|e| self.ws.err(e))?
+                .is_none()
+        {
             return Err(Error::SessionNotFound(self.session.session_id));
         }
         let window = (self.batch_files * 2).max(64) as u64;
@@ -264,12 +271,15 @@ impl IngestRun {
                 (Some((reason, msg)), item) => done
                     .send(Prepared::refused(seq, &item, *reason, msg.clone()))
                     .is_ok(),
-                (None, Item::Failed {
-                    name,
-                    source,
-                    reason,
-                    message,
-                }) => done
+                (
+                    None,
+                    Item::Failed {
+                        name,
+                        source,
+                        reason,
+                        message,
+                    },
+                ) => done
                     .send(Prepared {
                         seq,
                         name,
@@ -784,7 +794,9 @@ fn store_failed(e: StoreError) -> State {
 }
 
 pub(crate) fn mtime_ns(m: &Metadata) -> i64 {
-    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
 }
 
 /// State shared by admission and the committer.
@@ -960,9 +972,12 @@ impl DryRun {
             State::Failed { reason, message } => {
                 return p.report(s, Outcome::Failed, Some(*reason), Some(message.clone()));
             }
-            State::Quick { hash, size, meta, .. } | State::Read { hash, size, meta, .. } => {
-                (*hash, *size, meta.clone())
+            State::Quick {
+                hash, size, meta, ..
             }
+            | State::Read {
+                hash, size, meta, ..
+            } => (*hash, *size, meta.clone()),
         };
         let existing: Option<(Hash, Option<String>)> = match self.written.get(&p.name) {
             Some((h, m)) => Some((*h, m.as_ref().map(|m| m.as_str().to_owned()))),
@@ -1039,4 +1054,3 @@ fn copy_hashing(
         n += k as u64;
     }
 }
-

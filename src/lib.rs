@@ -42,18 +42,21 @@
 
 mod clock;
 mod decide;
+mod duration;
 mod error;
 mod hash;
 mod ingest;
 mod meta;
 mod name;
 mod outcome;
+pub mod plan;
 mod session;
 pub mod store;
 mod workspace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decide::{Decision, Identity, decide};
+pub use duration::{BadDuration, parse_duration};
 pub use error::{Error, Result};
 pub use hash::Hash;
 pub use ingest::{IngestRun, Item, Source, Summary};

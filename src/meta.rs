@@ -111,6 +111,9 @@ mod tests {
         assert_eq!(Meta::parse(b"\"x\""), Err(MetaError::NotObject("string")));
         assert_eq!(Meta::parse(b"null"), Err(MetaError::NotObject("null")));
         let big = vec![b' '; (MAX_SIDECAR_BYTES + 1) as usize];
-        assert_eq!(Meta::parse(&big), Err(MetaError::TooLarge(MAX_SIDECAR_BYTES + 1)));
+        assert_eq!(
+            Meta::parse(&big),
+            Err(MetaError::TooLarge(MAX_SIDECAR_BYTES + 1))
+        );
     }
 }

@@ -159,16 +159,40 @@ mod tests {
     #[test]
     fn rejects_each_rule() {
         assert_eq!(Name::new(""), Err(NameError::Empty));
-        assert!(matches!(Name::new("/abs"), Err(NameError::EmptyComponent(_))));
-        assert!(matches!(Name::new("a//b"), Err(NameError::EmptyComponent(_))));
+        assert!(matches!(
+            Name::new("/abs"),
+            Err(NameError::EmptyComponent(_))
+        ));
+        assert!(matches!(
+            Name::new("a//b"),
+            Err(NameError::EmptyComponent(_))
+        ));
         assert!(matches!(Name::new("a/"), Err(NameError::EmptyComponent(_))));
         assert!(matches!(Name::new("./a"), Err(NameError::DotComponent(_))));
-        assert!(matches!(Name::new("a/../b"), Err(NameError::DotComponent(_))));
-        assert!(matches!(Name::new("a\nb"), Err(NameError::ControlChar(_, 10))));
-        assert!(matches!(Name::new("a\tb"), Err(NameError::ControlChar(_, 9))));
-        assert!(matches!(Name::new("a\u{1b}b"), Err(NameError::ControlChar(_, 0x1b))));
-        assert!(matches!(Name::new("a\0b"), Err(NameError::ControlChar(_, 0))));
-        assert!(matches!(Name::new("a\u{85}b"), Err(NameError::ControlChar(_, 0x85))));
+        assert!(matches!(
+            Name::new("a/../b"),
+            Err(NameError::DotComponent(_))
+        ));
+        assert!(matches!(
+            Name::new("a\nb"),
+            Err(NameError::ControlChar(_, 10))
+        ));
+        assert!(matches!(
+            Name::new("a\tb"),
+            Err(NameError::ControlChar(_, 9))
+        ));
+        assert!(matches!(
+            Name::new("a\u{1b}b"),
+            Err(NameError::ControlChar(_, 0x1b))
+        ));
+        assert!(matches!(
+            Name::new("a\0b"),
+            Err(NameError::ControlChar(_, 0))
+        ));
+        assert!(matches!(
+            Name::new("a\u{85}b"),
+            Err(NameError::ControlChar(_, 0x85))
+        ));
     }
 
     #[test]

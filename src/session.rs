@@ -234,7 +234,9 @@ impl SessionRecord {
             obj.insert("status".into(), self.status(now).as_str().into());
             obj.insert(
                 "closed_at".into(),
-                self.closed_at.map(format_ts).map_or(serde_json::Value::Null, Into::into),
+                self.closed_at
+                    .map(format_ts)
+                    .map_or(serde_json::Value::Null, Into::into),
             );
             obj.insert(
                 "ingestion_status".into(),
@@ -277,9 +279,7 @@ mod rfc3339_opt {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         let s = Option::<String>::deserialize(d)?;
         s.map(|s| {
             DateTime::parse_from_rfc3339(&s)
@@ -334,7 +334,10 @@ mod tests {
     #[test]
     fn unknown_write_mode_is_an_error() {
         let e = serde_json::from_str::<CreateSession>(r#"{"write_mode":"MERGE"}"#).unwrap_err();
-        assert!(e.to_string().contains("unknown write mode \"MERGE\""), "{e}");
+        assert!(
+            e.to_string().contains("unknown write mode \"MERGE\""),
+            "{e}"
+        );
         assert!(serde_json::from_str::<CreateSession>(r#"{"write_mode":"keep"}"#).is_err());
         assert_eq!("keep".parse::<WriteMode>(), Ok(WriteMode::Keep));
         assert_eq!("OverWrite".parse::<WriteMode>(), Ok(WriteMode::Overwrite));

@@ -16,9 +16,7 @@ use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::ingest::IngestRun;
 use crate::session::{CreateSession, Session, SessionOauthUser, SessionRecord, SessionStatus};
-use crate::store::{
-    BlobStore, Entry, FsBlobStore, Index, OutcomeRecord, SqliteIndex, StoreError,
-};
+use crate::store::{BlobStore, Entry, FsBlobStore, Index, OutcomeRecord, SqliteIndex, StoreError};
 
 /// File name of the index inside a workspace.
 pub const INDEX_FILE: &str = "intake.db";
@@ -114,7 +112,8 @@ impl WorkspaceBuilder {
         if dir.exists() && !dir.is_dir() {
             return Err(Error::NotADirectory(dir.clone()));
         }
-        fs::create_dir_all(dir).map_err(|e| self.store_err(StoreError::io("creating the directory", e)))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| self.store_err(StoreError::io("creating the directory", e)))?;
         self.build(true)
     }
 
@@ -143,9 +142,9 @@ impl WorkspaceBuilder {
         };
         let blobs = match self.blobs.clone() {
             Some(b) => b,
-            None => Arc::new(
-                FsBlobStore::open(self.dir.join(BLOB_DIR)).map_err(|e| self.store_err(e))?,
-            ),
+            None => {
+                Arc::new(FsBlobStore::open(self.dir.join(BLOB_DIR)).map_err(|e| self.store_err(e))?)
+            }
         };
         Ok(Workspace {
             inner: Arc::new(Inner {
@@ -410,7 +409,9 @@ impl Workspace {
                 problem: "no blob is recorded for this content".into(),
             });
         }
-        report.defects.sort_by(|a, b| a.name.cmp(&b.name).then(a.hash.cmp(&b.hash)));
+        report
+            .defects
+            .sort_by(|a, b| a.name.cmp(&b.name).then(a.hash.cmp(&b.hash)));
         Ok(report)
     }
 

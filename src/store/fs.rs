@@ -136,14 +136,15 @@ impl BlobStore for FsBlobStore {
         for sub in rd(&self.root)? {
             let sub = sub.map_err(|e| StoreError::io("listing blobs", e))?;
             let sub_name = sub.file_name();
-            let Some(prefix) = sub_name.to_str() else { continue };
+            let Some(prefix) = sub_name.to_str() else {
+                continue;
+            };
             if prefix.len() != 2 || !sub.path().is_dir() {
                 continue;
             }
             for f in rd(&sub.path())? {
                 let f = f.map_err(|e| StoreError::io("listing blobs", e))?;
-                let Some(hash) = f.file_name().to_str().and_then(|s| s.parse::<Hash>().ok())
-                else {
+                let Some(hash) = f.file_name().to_str().and_then(|s| s.parse::<Hash>().ok()) else {
                     continue;
                 };
                 let mtime = f

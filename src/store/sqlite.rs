@@ -14,9 +14,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use uuid::Uuid;
 
-use super::{
-    BlobRecord, Entry, Index, IndexGc, OutcomeRecord, SourceRecord, StoreError, WriteTxn,
-};
+use super::{BlobRecord, Entry, Index, IndexGc, OutcomeRecord, SourceRecord, StoreError, WriteTxn};
 use crate::hash::Hash;
 use crate::outcome::{Outcome, Reason};
 use crate::session::{IngestionStatus, Session, SessionOauthUser, SessionRecord, WriteMode};
@@ -104,7 +102,9 @@ pub struct SqliteIndex {
 
 impl std::fmt::Debug for SqliteIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteIndex").field("path", &self.path).finish()
+        f.debug_struct("SqliteIndex")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -142,7 +142,10 @@ fn uuid_col(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
 }
 
 fn split_path(path: &Path) -> (&[u8], &[u8]) {
-    let dir = path.parent().map(|p| p.as_os_str()).unwrap_or(OsStr::new(""));
+    let dir = path
+        .parent()
+        .map(|p| p.as_os_str())
+        .unwrap_or(OsStr::new(""));
     let file = path.file_name().unwrap_or(OsStr::new(""));
     (dir.as_bytes(), file.as_bytes())
 }
@@ -173,7 +176,9 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let created_by: SessionOauthUser =
         serde_json::from_str(&by).map_err(|e| conv(2, e.to_string()))?;
     let mode: String = row.get(4)?;
-    let write_mode: WriteMode = mode.parse().map_err(|e: crate::UnknownWriteMode| conv(4, e.to_string()))?;
+    let write_mode: WriteMode = mode
+        .parse()
+        .map_err(|e: crate::UnknownWriteMode| conv(4, e.to_string()))?;
     let n = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)? as u64) };
     let (ingested, overwritten, unchanged, kept, failed) = (n(6)?, n(7)?, n(8)?, n(9)?, n(10)?);
     Ok(SessionRecord {
@@ -229,7 +234,11 @@ fn outcome_row(row: &Row<'_>) -> rusqlite::Result<OutcomeRecord> {
 
 impl SqliteIndex {
     /// Opens (`create`: or creates) the index at `path`.
-    pub fn open(path: &Path, create: bool, busy_timeout: Duration) -> Result<SqliteIndex, StoreError> {
+    pub fn open(
+        path: &Path,
+        create: bool,
+        busy_timeout: Duration,
+    ) -> Result<SqliteIndex, StoreError> {
         let conn = open_conn(path, create, busy_timeout)?;
         migrate(&conn)?;
         Ok(SqliteIndex {
@@ -352,9 +361,11 @@ impl Index for SqliteIndex {
 
     fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
         self.read("reading a session", |c| {
-            c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"))?
-                .query_row([id.to_string()], session_row)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"
+            ))?
+            .query_row([id.to_string()], session_row)
+            .optional()
         })
     }
 
@@ -541,8 +552,10 @@ impl Index for SqliteIndex {
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(db_err("starting garbage collection"))?;
         let result = (|| -> rusqlite::Result<IndexGc> {
-            let versions =
-                conn.execute("DELETE FROM history WHERE replaced_at < ?1", [micros(cutoff)])?;
+            let versions = conn.execute(
+                "DELETE FROM history WHERE replaced_at < ?1",
+                [micros(cutoff)],
+            )?;
             let mut st = conn.prepare(
                 "SELECT id, hash, data IS NOT NULL FROM blobs
                  WHERE hash NOT IN (SELECT hash FROM entries)
@@ -630,12 +643,7 @@ impl WriteTxn for SqliteTxn<'_> {
                  ON CONFLICT (hash) DO NOTHING",
             )
             .and_then(|mut st| {
-                st.execute(params![
-                    &hash.0[..],
-                    size as i64,
-                    data,
-                    micros(Utc::now())
-                ])
+                st.execute(params![&hash.0[..], size as i64, data, micros(Utc::now())])
             })
             .map_err(db_err("storing a blob"))?;
         Ok(())

@@ -1,0 +1,239 @@
+//! Command-line arguments (clap). These types stay in the binary: the
+//! commands turn them into the library's plain configs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// intake: bring files from folders into a workspace, safely and fast.
+#[derive(Debug, Parser)]
+#[command(name = "intake", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The workspace directory.
+    #[arg(
+        long,
+        short = 'w',
+        global = true,
+        env = "INTAKE_WORKSPACE",
+        value_name = "DIR"
+    )]
+    pub workspace: Option<PathBuf>,
+
+    /// Print one JSON object per line instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print only errors.
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more (every file; -vv adds debug logs). RUST_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a workspace (does nothing to an existing one).
+    Init,
+    /// Ingest files and folders once.
+    Ingest(IngestArgs),
+    /// Watch folders and ingest every file that appears or changes.
+    Watch(WatchArgs),
+    /// Create, list, show and close sessions.
+    #[command(subcommand)]
+    Session(SessionCmd),
+    /// List and read what the workspace holds.
+    #[command(subcommand)]
+    Files(FilesCmd),
+    /// Re-hash every blob and check every reference; exit 1 on any defect.
+    Verify,
+    /// Remove old versions and unreferenced blobs past their retention.
+    Gc {
+        /// Keep replaced versions and unreferenced blobs younger than this.
+        #[arg(long, default_value = "7d", value_name = "DURATION")]
+        retention: String,
+    },
+}
+
+/// Which files to take and how to name them.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectArgs {
+    /// Name every file by its basename only.
+    #[arg(long)]
+    pub flatten: bool,
+    /// Put PREFIX/ in front of every name.
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// Only these extensions (comma-separated, any case): --ext txt,pdf
+    #[arg(long, value_delimiter = ',', value_name = "EXT")]
+    pub ext: Vec<String>,
+    /// Only files matching this glob (repeatable). Without '/', matches the
+    /// file name; with '/', the path under the source folder.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out files and folders matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Take hidden files and folders too.
+    #[arg(long)]
+    pub hidden: bool,
+    /// Descend at most this many levels (1: only the folder's own files).
+    #[arg(long, value_name = "N")]
+    pub max_depth: Option<usize>,
+    /// Follow symbolic links (loops are reported, not followed).
+    #[arg(long, short = 'L')]
+    pub follow_links: bool,
+}
+
+/// Which session to work in.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SessionArgs {
+    /// Use this open session (and leave it open) instead of creating one.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["write_mode", "ttl", "no_expiry"])]
+    pub session: Option<String>,
+    /// What to do with a name already in the workspace.
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub write_mode: Option<intake::WriteMode>,
+    /// Lifetime of a new session (90s, 15m, 24h, 7d; default 24h).
+    #[arg(long, value_name = "DURATION", conflicts_with = "no_expiry")]
+    pub ttl: Option<String>,
+    /// A new session that never expires.
+    #[arg(long)]
+    pub no_expiry: bool,
+    /// Who creates the session: "Given Family" (default: the OS user).
+    #[arg(long, env = "INTAKE_USER", value_name = "NAME")]
+    pub user: Option<String>,
+}
+
+fn parse_mode(s: &str) -> Result<intake::WriteMode, String> {
+    s.parse()
+        .map_err(|e: intake::UnknownWriteMode| e.to_string())
+}
+
+/// `intake ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files and folders to ingest, in order.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// Re-read and re-hash every file instead of trusting size and mtime.
+    #[arg(long, short = 'c')]
+    pub checksum: bool,
+    /// Print the decision each file would get; change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Reader threads (default: twice the cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+/// `intake watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Folders to watch.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// How long a file must stay unchanged before it is read when no close
+    /// event tells (default 500ms).
+    #[arg(long, value_name = "DURATION")]
+    pub settle: Option<String>,
+    /// Poll every INTERVAL instead of using inotify (network filesystems).
+    #[arg(long, value_name = "INTERVAL")]
+    pub poll: Option<String>,
+    /// When the session expires, exit with code 3 instead of opening a new one.
+    #[arg(long)]
+    pub no_rotate: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// A TOML file with any of these options.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `intake session …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// Create a session and print it.
+    Create {
+        /// What to do with a name already in the workspace (default keep).
+        #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+        write_mode: Option<intake::WriteMode>,
+        /// Lifetime (default 24h).
+        #[arg(long, value_name = "DURATION", conflicts_with = "no_expiry")]
+        ttl: Option<String>,
+        /// Never expires.
+        #[arg(long)]
+        no_expiry: bool,
+        /// Who creates it: "Given Family" (default: the OS user).
+        #[arg(long, env = "INTAKE_USER", value_name = "NAME")]
+        user: Option<String>,
+    },
+    /// List sessions.
+    List,
+    /// Show a session with its status and counts.
+    Show {
+        /// The session id.
+        id: String,
+        /// Also list every file's outcome.
+        #[arg(long)]
+        files: bool,
+    },
+    /// Close a session: it refuses every further file.
+    Close {
+        /// The session id.
+        id: String,
+    },
+}
+
+/// `intake files …`.
+#[derive(Debug, Subcommand)]
+pub enum FilesCmd {
+    /// List names (optionally only those under a prefix).
+    List {
+        /// Only names starting with this.
+        prefix: Option<String>,
+    },
+    /// Show one name's current version.
+    Show {
+        /// The name.
+        name: String,
+    },
+    /// Write a name's content to standard output.
+    Cat {
+        /// The name.
+        name: String,
+        /// An older version (see `files history`).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Every version of a name, newest first.
+    History {
+        /// The name.
+        name: String,
+    },
+}

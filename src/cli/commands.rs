@@ -1,0 +1,441 @@
+//! One function per command.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use intake::plan::{PlanEvent, PlanOptions, Planner};
+use intake::{
+    CreateSession, Lifetime, Outcome, Session, SessionRecord, Workspace, WriteMode, format_ts,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::Exit;
+use super::args::{Cli, Command, FilesCmd, IngestArgs, SelectArgs, SessionArgs, SessionCmd};
+use super::output::{Printer, human_bytes, println_locked};
+use super::user::creator;
+
+pub fn dispatch(cli: &Cli) -> Result<Exit> {
+    match &cli.command {
+        Command::Init => init(cli),
+        Command::Ingest(a) => ingest(cli, a),
+        Command::Watch(a) => super::watch_cmd::watch(cli, a),
+        Command::Session(c) => session(cli, c),
+        Command::Files(c) => files(cli, c),
+        Command::Verify => verify(cli),
+        Command::Gc { retention } => gc(cli, retention),
+    }
+}
+
+pub fn workspace_dir(cli: &Cli) -> Result<PathBuf> {
+    cli.workspace
+        .clone()
+        .ok_or_else(|| anyhow!("no workspace given: pass --workspace DIR or set INTAKE_WORKSPACE"))
+}
+
+fn open(cli: &Cli) -> Result<Workspace> {
+    Ok(Workspace::open(workspace_dir(cli)?)?)
+}
+
+fn init(cli: &Cli) -> Result<Exit> {
+    let dir = workspace_dir(cli)?;
+    let existed = dir.join(intake::INDEX_FILE).is_file();
+    let ws = Workspace::create(&dir)?;
+    if cli.json {
+        println_locked(
+            &json!({"type": "workspace", "path": ws.dir(), "created": !existed}).to_string(),
+        );
+    } else if !cli.quiet {
+        let verb = if existed {
+            "Workspace already exists at"
+        } else {
+            "Created workspace at"
+        };
+        println_locked(&format!("{verb} {}", ws.dir().display()));
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn plan_options(paths: &[PathBuf], s: &SelectArgs, ws: &Workspace) -> PlanOptions {
+    PlanOptions {
+        roots: paths.to_vec(),
+        max_depth: s.max_depth,
+        extensions: s.ext.clone(),
+        include: s.include.clone(),
+        exclude: s.exclude.clone(),
+        hidden: s.hidden,
+        follow_links: s.follow_links,
+        flatten: s.flatten,
+        prefix: s.prefix.clone(),
+        skip_dirs: vec![ws.dir().to_path_buf()],
+    }
+}
+
+pub fn create_request(
+    mode: Option<WriteMode>,
+    ttl: Option<&str>,
+    no_expiry: bool,
+) -> Result<CreateSession> {
+    let lifetime = match (ttl, no_expiry) {
+        (_, true) => Lifetime::Forever,
+        (Some(t), false) => {
+            let d = intake::parse_duration(t)?;
+            let d = chrono::Duration::from_std(d).context("--ttl is too long")?;
+            Lifetime::Ttl(d)
+        }
+        (None, false) => Lifetime::Default,
+    };
+    Ok(CreateSession::new(mode.unwrap_or_default()).lifetime(lifetime))
+}
+
+pub fn parse_id(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s.trim()).map_err(|_| {
+        anyhow!("{s:?} is not a session id (a UUID); list sessions with `intake session list`")
+    })
+}
+
+/// The session to ingest into, and whether this run created it.
+pub fn session_for_run(ws: &Workspace, a: &SessionArgs, dry_run: bool) -> Result<(Session, bool)> {
+    if let Some(id) = &a.session {
+        let rec = ws.session(parse_id(id)?)?;
+        return Ok((rec.session, false));
+    }
+    let req = create_request(a.write_mode, a.ttl.as_deref(), a.no_expiry)?;
+    let user = creator(a.user.as_deref());
+    if dry_run {
+        // A dry run changes nothing, not even the session list.
+        let now = ws.now();
+        let s = Session {
+            created_at: now,
+            created_by: user,
+            expires_at: req.expiry(now),
+            session_id: Uuid::nil(),
+            write_mode: req.write_mode,
+        };
+        return Ok((s, false));
+    }
+    Ok((ws.create_session(&req, user)?, true))
+}
+
+fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
+    let dir = workspace_dir(cli)?;
+    let mut _scratch = None;
+    let ws = if a.dry_run && !dir.join(intake::INDEX_FILE).is_file() {
+        // A dry run must not create the workspace: decide against an empty
+        // scratch one instead.
+        let scratch = Scratch::new()?;
+        let ws = Workspace::create(scratch.0.join("ws"))?;
+        _scratch = Some(scratch);
+        ws
+    } else if a.dry_run {
+        Workspace::open(&dir)?
+    } else {
+        Workspace::create(&dir)?
+    };
+    let (session, created) = session_for_run(&ws, &a.session, a.dry_run)?;
+    let planner = Planner::new(plan_options(&a.paths, &a.select, &ws))?;
+    let quiet = cli.quiet;
+    let json = cli.json;
+    let items = planner.filter_map(move |ev| match ev {
+        PlanEvent::Item(i) => Some(i),
+        PlanEvent::Skipped { path, why } => {
+            if json {
+                println_locked(
+                    &json!({"type": "skipped", "source": path, "reason": why}).to_string(),
+                );
+            } else if !quiet {
+                eprintln!("skipped     {}: {why}", path.display());
+            }
+            None
+        }
+    });
+    let mut run = ws
+        .ingest(&session)
+        .quick_check(!a.checksum)
+        .dry_run(a.dry_run);
+    if let Some(j) = a.jobs {
+        run = run.parallelism(j);
+    }
+    let mut printer = Printer::new(cli, a.dry_run);
+    let mut bytes = 0u64;
+    let summary = run.run(items, |r| {
+        if !matches!(r.outcome, Outcome::Failed | Outcome::Refused) {
+            bytes += r.size.unwrap_or(0);
+        }
+        printer.file(r, bytes);
+    })?;
+    if created {
+        ws.close_session(session.session_id)?;
+    }
+    printer.summary(&summary, a.dry_run);
+    let c = summary.counts;
+    Ok(if c.refused > 0 {
+        Exit::Session
+    } else if c.failed > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
+}
+
+/// A scratch workspace for a dry run against a workspace that does not
+/// exist yet; removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let p = std::env::temp_dir().join(format!("intake-dry-run-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        Ok(Scratch(p))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn session_text(r: &SessionRecord, now: chrono::DateTime<chrono::Utc>) -> String {
+    let s = &r.session;
+    let i = &r.ingestion;
+    let by = format!("{} {}", s.created_by.given_name, s.created_by.family_name);
+    format!(
+        "session   {}\nstatus    {}\nmode      {}\ncreated   {} by {} ({})\nexpires   {}\nclosed    {}\nfiles     {} finished, {} failed (ingested {}, overwritten {}, unchanged {}, kept {}); {}",
+        s.session_id,
+        r.status(now).as_str(),
+        s.write_mode,
+        format_ts(s.created_at),
+        by.trim(),
+        s.created_by.user_id,
+        s.expires_at.map_or("never".to_owned(), format_ts),
+        r.closed_at.map_or("-".to_owned(), format_ts),
+        i.finished_files,
+        i.failed_files,
+        i.ingested,
+        i.overwritten,
+        i.unchanged,
+        i.kept,
+        human_bytes(i.bytes),
+    )
+}
+
+fn session(cli: &Cli, c: &SessionCmd) -> Result<Exit> {
+    match c {
+        SessionCmd::Create {
+            write_mode,
+            ttl,
+            no_expiry,
+            user,
+        } => {
+            let ws = Workspace::create(workspace_dir(cli)?)?;
+            let req = create_request(*write_mode, ttl.as_deref(), *no_expiry)?;
+            let s = ws.create_session(&req, creator(user.as_deref()))?;
+            if cli.json {
+                println_locked(&serde_json::to_string(&s)?);
+            } else {
+                println_locked(&s.session_id.to_string());
+            }
+        }
+        SessionCmd::List => {
+            let ws = open(cli)?;
+            let now = ws.now();
+            for r in ws.sessions()? {
+                if cli.json {
+                    println_locked(&r.to_json(now).to_string());
+                } else {
+                    println_locked(&format!(
+                        "{}  {:<8} {:<9} {}  {} finished, {} failed",
+                        r.session.session_id,
+                        r.status(now).as_str(),
+                        r.session.write_mode.as_str(),
+                        format_ts(r.session.created_at),
+                        r.ingestion.finished_files,
+                        r.ingestion.failed_files
+                    ));
+                }
+            }
+        }
+        SessionCmd::Show { id, files } => {
+            let ws = open(cli)?;
+            let id = parse_id(id)?;
+            let r = ws.session(id)?;
+            let now = ws.now();
+            if cli.json {
+                println_locked(&r.to_json(now).to_string());
+            } else {
+                println_locked(&session_text(&r, now));
+            }
+            if *files {
+                ws.session_files(id, |f| {
+                    if cli.json {
+                        let v = json!({
+                            "type": "file",
+                            "name": f.name,
+                            "source": f.source,
+                            "outcome": f.outcome.as_str(),
+                            "reason": f.reason.map(|r| r.as_str()),
+                            "message": f.message,
+                            "size": f.size,
+                            "blake3": f.hash.map(|h| h.to_hex()),
+                            "session_id": f.session_id.to_string(),
+                        });
+                        println_locked(&v.to_string());
+                    } else {
+                        let reason = f.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+                        println_locked(&format!("{:<11} {}{reason}", f.outcome.as_str(), f.name));
+                    }
+                    true
+                })?;
+            }
+        }
+        SessionCmd::Close { id } => {
+            let ws = open(cli)?;
+            let r = ws.close_session(parse_id(id)?)?;
+            if cli.json {
+                println_locked(&r.to_json(ws.now()).to_string());
+            } else if !cli.quiet {
+                println_locked(&format!("closed session {}", r.session.session_id));
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn entry_json(e: &intake::store::Entry) -> serde_json::Value {
+    json!({
+        "name": e.name,
+        "size": e.size,
+        "blake3": e.hash.to_hex(),
+        "session_id": e.session_id.to_string(),
+        "ingested_at": format_ts(e.ingested_at),
+        "meta": e.meta.as_ref().map(|m| intake::Meta::from_canonical(m.clone()).to_value()),
+        "version": e.version,
+    })
+}
+
+fn files(cli: &Cli, c: &FilesCmd) -> Result<Exit> {
+    let ws = open(cli)?;
+    match c {
+        FilesCmd::List { prefix } => {
+            ws.list(prefix.as_deref(), |e| {
+                if cli.json {
+                    println_locked(&entry_json(&e).to_string());
+                } else {
+                    println_locked(&format!(
+                        "{:>10}  {}  {}",
+                        e.size,
+                        &e.hash.to_hex()[..12],
+                        e.name
+                    ));
+                }
+                true
+            })?;
+        }
+        FilesCmd::Show { name } => {
+            let e = ws
+                .current(name)?
+                .ok_or_else(|| intake::Error::NameNotFound(name.clone()))?;
+            if cli.json {
+                println_locked(&entry_json(&e).to_string());
+            } else {
+                println_locked(&format!(
+                    "name      {}\nsize      {}\nblake3    {}\nversion   {}\nsession   {}\ningested  {}\nmeta      {}",
+                    e.name,
+                    e.size,
+                    e.hash,
+                    e.version,
+                    e.session_id,
+                    format_ts(e.ingested_at),
+                    e.meta.as_deref().unwrap_or("-")
+                ));
+            }
+        }
+        FilesCmd::Cat { name, version } => {
+            let mut r = match version {
+                Some(v) => ws.read_version(name, *v)?,
+                None => ws.read(name)?,
+            };
+            let mut out = io::stdout().lock();
+            match io::copy(&mut r, &mut out).and_then(|_| out.flush()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+                Err(e) => bail!("writing {name} to standard output: {e}"),
+            }
+        }
+        FilesCmd::History { name } => {
+            for e in ws.history(name)? {
+                if cli.json {
+                    let mut v = entry_json(&e);
+                    v["replaced_at"] = e.replaced_at.map(format_ts).into();
+                    println_locked(&v.to_string());
+                } else {
+                    println_locked(&format!(
+                        "v{:<4} {}  {:>10}  {}  {}",
+                        e.version,
+                        format_ts(e.ingested_at),
+                        e.size,
+                        &e.hash.to_hex()[..12],
+                        e.replaced_at.map_or("current".to_owned(), |t| format!(
+                            "replaced {}",
+                            format_ts(t)
+                        ))
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn verify(cli: &Cli) -> Result<Exit> {
+    let ws = open(cli)?;
+    let report = ws.verify()?;
+    for d in &report.defects {
+        if cli.json {
+            println_locked(&json!({"type": "defect", "name": d.name, "blake3": d.hash.to_hex(), "problem": d.problem}).to_string());
+        } else {
+            eprintln!(
+                "defect  {}: {} ({})",
+                d.name.as_deref().unwrap_or("(no name)"),
+                d.problem,
+                d.hash
+            );
+        }
+    }
+    if cli.json {
+        println_locked(&json!({"type": "verify", "blobs": report.blobs, "bytes": report.bytes, "defects": report.defects.len()}).to_string());
+    } else if !cli.quiet {
+        println_locked(&format!(
+            "verified {} blobs, {}: {} defects",
+            report.blobs,
+            human_bytes(report.bytes),
+            report.defects.len()
+        ));
+    }
+    Ok(if report.defects.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
+}
+
+fn gc(cli: &Cli, retention: &str) -> Result<Exit> {
+    let ws = open(cli)?;
+    let d = intake::parse_duration(retention)?;
+    let d = chrono::Duration::from_std(d).context("--retention is too long")?;
+    let r = ws.gc(d)?;
+    if cli.json {
+        println_locked(
+            &json!({"type": "gc", "versions": r.versions, "blobs": r.blobs, "orphans": r.orphans})
+                .to_string(),
+        );
+    } else if !cli.quiet {
+        println_locked(&format!(
+            "removed {} old versions, {} blobs, {} orphaned blob files",
+            r.versions, r.blobs, r.orphans
+        ));
+    }
+    Ok(Exit::Ok)
+}

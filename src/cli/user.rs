@@ -1,0 +1,45 @@
+//! Who is running intake: the session creator.
+
+use intake::SessionOauthUser;
+use uuid::Uuid;
+
+/// A fixed namespace for user ids derived from a login, so one login always
+/// gets the same id on every machine.
+const USER_NAMESPACE: Uuid = Uuid::from_u128(0x6f2b_2a0e_4c1d_4b7e_9a51_3d1e_8c44_a7f2);
+
+/// The creator: `--user "Given Family"` / `INTAKE_USER`, else the OS user.
+pub fn creator(user: Option<&str>) -> SessionOauthUser {
+    let login = match user.map(str::trim).filter(|u| !u.is_empty()) {
+        Some(u) => u.to_owned(),
+        None => os_login(),
+    };
+    let mut parts = login.splitn(2, ' ');
+    let given = parts.next().unwrap_or_default().to_owned();
+    let family = parts.next().unwrap_or_default().trim().to_owned();
+    SessionOauthUser {
+        user_id: Uuid::new_v5(&USER_NAMESPACE, login.as_bytes()),
+        given_name: given,
+        family_name: family,
+    }
+}
+
+fn os_login() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.is_empty() {
+                return v;
+            }
+        }
+    }
+    // SAFETY: getuid cannot fail; getpwuid returns null or a pointer to a
+    // static record that is read at once, before any other call.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if !pw.is_null() && !(*pw).pw_name.is_null() {
+            if let Ok(s) = std::ffi::CStr::from_ptr((*pw).pw_name).to_str() {
+                return s.to_owned();
+            }
+        }
+        format!("uid{}", libc::getuid())
+    }
+}

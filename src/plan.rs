@@ -1,0 +1,648 @@
+//! Planning a run over folders (SPEC §2, §5, §6): walk each source in order,
+//! select files, name them, pair their metadata sidecars, and stream the
+//! result into [`crate::IngestRun::run`] as [`Item`]s.
+//!
+//! The walk is intake's own rather than a generic directory walker's because
+//! pairing `X.meta.json` with `X` needs a directory's whole sorted listing
+//! while the walk order stays exact: a directory's entries sorted by name,
+//! each subdirectory walked where it sorts. Only the listings of the
+//! directories on the current path are held in memory, so a run of a million
+//! files streams.
+//!
+//! ```
+//! use intake::plan::{PlanOptions, Planner};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # std::fs::create_dir_all(dir.path().join("src/b")).unwrap();
+//! # std::fs::write(dir.path().join("src/b/x.txt"), "x").unwrap();
+//! # std::fs::write(dir.path().join("src/a.txt"), "a").unwrap();
+//! # std::fs::write(dir.path().join("src/a.txt.meta.json"), r#"{"k":1}"#).unwrap();
+//! let opts = PlanOptions::new(vec![dir.path().join("src")]);
+//! let names: Vec<String> = Planner::new(opts)
+//!     .unwrap()
+//!     .filter_map(|ev| ev.into_item())
+//!     .map(|item| match item {
+//!         intake::Item::File { name, meta: Some(m), .. } => format!("{name} {}", m.as_str()),
+//!         intake::Item::File { name, meta: None, .. } => name.to_string(),
+//!         intake::Item::Failed { name, reason, .. } => format!("{name} failed: {reason}"),
+//!     })
+//!     .collect();
+//! // The sidecar is attached to its file, never a file of its own.
+//! assert_eq!(names, [r#"a.txt {"k":1}"#, "b/x.txt"]);
+//! ```
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, FileType};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::ingest::{Item, Source};
+use crate::meta::{MAX_SIDECAR_BYTES, Meta, SIDECAR_SUFFIX};
+use crate::name::{Name, lossy};
+use crate::outcome::Reason;
+
+/// What to walk and how to name it. Defaults: recursive, no filters, hidden
+/// files skipped, symlinks not followed, names relative to each root.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Sources in order: folders are walked, files taken as they are.
+    pub roots: Vec<PathBuf>,
+    /// Deepest level to take files from (1: only a folder's own files).
+    pub max_depth: Option<usize>,
+    /// Extensions to take (without the dot, any case); empty takes all.
+    pub extensions: Vec<String>,
+    /// Globs a file must match one of (empty: all). A glob without `/`
+    /// matches the file name at any depth, one with `/` the path relative to
+    /// the root.
+    pub include: Vec<String>,
+    /// Globs that exclude files and whole folders (same matching).
+    pub exclude: Vec<String>,
+    /// Take hidden files and folders (names starting with `.`).
+    pub hidden: bool,
+    /// Follow symbolic links (loops are reported, never followed).
+    pub follow_links: bool,
+    /// Name every file by its basename only.
+    pub flatten: bool,
+    /// Put `PREFIX/` in front of every name.
+    pub prefix: Option<String>,
+    /// Folders never to enter (the workspace itself is added here).
+    pub skip_dirs: Vec<PathBuf>,
+}
+
+impl PlanOptions {
+    /// Options for `roots` with every default.
+    pub fn new(roots: Vec<PathBuf>) -> PlanOptions {
+        PlanOptions {
+            roots,
+            ..PlanOptions::default()
+        }
+    }
+}
+
+/// An invalid option.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A glob that does not parse.
+    #[error("invalid glob {glob:?}: {message}")]
+    Glob {
+        /// The glob.
+        glob: String,
+        /// Why.
+        message: String,
+    },
+    /// A prefix that is not a valid name.
+    #[error("invalid --prefix {prefix:?}: {source}")]
+    Prefix {
+        /// The prefix.
+        prefix: String,
+        /// Why.
+        source: crate::NameError,
+    },
+    /// The current directory is needed and unavailable.
+    #[error("cannot resolve {}: {source}", path.display())]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// One step of a plan.
+#[derive(Debug)]
+pub enum PlanEvent {
+    /// Something for the run: a file, or a failure to report in order.
+    Item(Item),
+    /// A path left out that the user may want to know about (a FIFO, a
+    /// socket, a device, a symlink not followed).
+    Skipped {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+impl PlanEvent {
+    /// The item, if this is one.
+    pub fn into_item(self) -> Option<Item> {
+        match self {
+            PlanEvent::Item(i) => Some(i),
+            PlanEvent::Skipped { .. } => None,
+        }
+    }
+}
+
+struct Matcher {
+    by_name: GlobSet,
+    by_path: GlobSet,
+    empty: bool,
+}
+
+impl Matcher {
+    fn new(globs: &[String]) -> Result<Matcher, PlanError> {
+        let mut by_name = GlobSetBuilder::new();
+        let mut by_path = GlobSetBuilder::new();
+        for g in globs {
+            let glob = Glob::new(g).map_err(|e| PlanError::Glob {
+                glob: g.clone(),
+                message: e.kind().to_string(),
+            })?;
+            if g.contains('/') {
+                by_path.add(glob);
+            } else {
+                by_name.add(glob);
+            }
+        }
+        let err = |e: globset::Error| PlanError::Glob {
+            glob: globs.join(","),
+            message: e.to_string(),
+        };
+        Ok(Matcher {
+            by_name: by_name.build().map_err(err)?,
+            by_path: by_path.build().map_err(err)?,
+            empty: globs.is_empty(),
+        })
+    }
+
+    fn matches(&self, rel: &Path, file_name: &OsStr) -> bool {
+        self.by_name.is_match(file_name) || self.by_path.is_match(rel)
+    }
+}
+
+/// True for the partial and temporary names SPEC §6 always skips.
+pub fn is_temporary(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    let ends = |s: &[u8]| b.ends_with(s);
+    ends(b".part")
+        || ends(b".partial")
+        || ends(b".tmp")
+        || ends(b".crdownload")
+        || ends(b"~")
+        || (b.len() >= 2 && b[0] == b'#' && ends(b"#"))
+        || b.starts_with(b".#")
+        || is_vim_swap(b)
+}
+
+/// `.*.sw?`: a hidden name ending in `.sw` and one more character.
+fn is_vim_swap(b: &[u8]) -> bool {
+    b.len() >= 5 && b[0] == b'.' && b[b.len() - 4..b.len() - 1] == *b".sw"
+}
+
+#[derive(Debug)]
+struct Ent {
+    name: OsString,
+    ty: FileType,
+}
+
+struct Frame {
+    dir: PathBuf,
+    rel: PathBuf,
+    depth: usize,
+    entries: Vec<Ent>,
+    pos: usize,
+}
+
+/// A streaming plan: an iterator of [`PlanEvent`]s in walk order.
+pub struct Planner {
+    opts: PlanOptions,
+    include: Matcher,
+    exclude: Matcher,
+    extensions: Vec<String>,
+    skip: HashSet<(u64, u64)>,
+    roots: std::vec::IntoIter<PathBuf>,
+    stack: Vec<Frame>,
+    /// (dev, inode) of the folders on the current path, for loop detection.
+    ancestors: Vec<(u64, u64)>,
+    queued: std::collections::VecDeque<PlanEvent>,
+}
+
+impl Planner {
+    /// Checks the options and starts the plan.
+    pub fn new(mut opts: PlanOptions) -> Result<Planner, PlanError> {
+        if let Some(p) = &opts.prefix {
+            let trimmed = p.trim_matches('/').to_owned();
+            Name::new(&trimmed).map_err(|source| PlanError::Prefix {
+                prefix: p.clone(),
+                source,
+            })?;
+            opts.prefix = Some(trimmed);
+        }
+        let include = Matcher::new(&opts.include)?;
+        let exclude = Matcher::new(&opts.exclude)?;
+        let extensions = opts
+            .extensions
+            .iter()
+            .map(|e| e.trim_start_matches('.').to_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect();
+        let skip = opts
+            .skip_dirs
+            .iter()
+            .filter_map(|d| fs::metadata(d).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect();
+        let mut roots = Vec::with_capacity(opts.roots.len());
+        for r in &opts.roots {
+            roots.push(std::path::absolute(r).map_err(|source| PlanError::Path {
+                path: r.clone(),
+                source,
+            })?);
+        }
+        Ok(Planner {
+            opts,
+            include,
+            exclude,
+            extensions,
+            skip,
+            roots: roots.into_iter(),
+            stack: Vec::new(),
+            ancestors: Vec::new(),
+            queued: Default::default(),
+        })
+    }
+
+    fn failed(
+        &self,
+        rel_or_name: String,
+        path: PathBuf,
+        reason: Reason,
+        message: String,
+    ) -> PlanEvent {
+        PlanEvent::Item(Item::Failed {
+            name: rel_or_name,
+            source: Some(path),
+            reason,
+            message,
+        })
+    }
+
+    /// Starts a root given on the command line.
+    fn start_root(&mut self, root: PathBuf) {
+        let meta = match fs::metadata(&root) {
+            Ok(m) => m,
+            Err(e) => {
+                let name = root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| root.to_string_lossy().into_owned());
+                let ev = self.failed(
+                    name,
+                    root.clone(),
+                    Reason::ReadError,
+                    format!("cannot read {}: {e}", root.display()),
+                );
+                self.queued.push_back(ev);
+                return;
+            }
+        };
+        if meta.is_dir() {
+            if self.skip.contains(&(meta.dev(), meta.ino())) {
+                self.queued.push_back(PlanEvent::Skipped {
+                    path: root,
+                    why: "it is the workspace".into(),
+                });
+                return;
+            }
+            self.ancestors.clear();
+            self.ancestors.push((meta.dev(), meta.ino()));
+            self.push_dir(root, PathBuf::new(), 0);
+            return;
+        }
+        // A file named directly: named by its basename, sidecar beside it.
+        let Some(file_name) = root.file_name().map(OsStr::to_owned) else {
+            return;
+        };
+        if !meta.is_file() {
+            self.queued.push_back(PlanEvent::Skipped {
+                path: root,
+                why: special_kind(&meta.file_type()).into(),
+            });
+            return;
+        }
+        let sidecar = sidecar_name(&file_name);
+        let parent = root.parent().map(Path::to_path_buf).unwrap_or_default();
+        let has_sidecar = fs::metadata(parent.join(&sidecar)).is_ok_and(|m| m.is_file());
+        let ev = self.file_event(&parent, Path::new(&file_name), &file_name, has_sidecar);
+        self.queued.push_back(ev);
+    }
+
+    fn push_dir(&mut self, dir: PathBuf, rel: PathBuf, depth: usize) {
+        match read_sorted(&dir) {
+            Ok(entries) => self.stack.push(Frame {
+                dir,
+                rel,
+                depth,
+                entries,
+                pos: 0,
+            }),
+            Err(e) => {
+                let name = if rel.as_os_str().is_empty() {
+                    dir.to_string_lossy().into_owned()
+                } else {
+                    lossy(&rel, self.opts.prefix.as_deref())
+                };
+                let ev = self.failed(
+                    name,
+                    dir.clone(),
+                    Reason::ReadError,
+                    format!("cannot read folder {}: {e}", dir.display()),
+                );
+                self.queued.push_back(ev);
+                // Keep the ancestor stack aligned with the frames.
+                self.ancestors.pop();
+            }
+        }
+    }
+
+    /// Whether a file is selected by the filters.
+    fn selected(&self, rel: &Path, file_name: &OsStr) -> bool {
+        if !self.opts.hidden && file_name.as_bytes().first() == Some(&b'.') {
+            return false;
+        }
+        if is_temporary(file_name) {
+            return false;
+        }
+        if !self.extensions.is_empty() {
+            let ext = Path::new(file_name)
+                .extension()
+                .map(|e| e.to_string_lossy().to_lowercase());
+            if !ext.is_some_and(|e| self.extensions.contains(&e)) {
+                return false;
+            }
+        }
+        if !self.include.empty && !self.include.matches(rel, file_name) {
+            return false;
+        }
+        !(!self.exclude.empty && self.exclude.matches(rel, file_name))
+    }
+
+    fn file_event(
+        &self,
+        dir: &Path,
+        rel: &Path,
+        file_name: &OsStr,
+        has_sidecar: bool,
+    ) -> PlanEvent {
+        let path = dir.join(file_name);
+        let name_rel: &Path = if self.opts.flatten {
+            Path::new(file_name)
+        } else {
+            rel
+        };
+        let name = match Name::from_relative_path(self.opts.prefix.as_deref(), name_rel) {
+            Ok(n) => n,
+            Err(e) => {
+                let shown = lossy(name_rel, self.opts.prefix.as_deref());
+                return self.failed(shown, path, Reason::InvalidName, e.to_string());
+            }
+        };
+        let meta = if has_sidecar {
+            let sc = dir.join(sidecar_name(file_name));
+            match read_sidecar(&sc) {
+                Ok(m) => m,
+                Err(message) => {
+                    return self.failed(
+                        name.as_str().to_owned(),
+                        path,
+                        Reason::InvalidMeta,
+                        format!("{}: {message}", sc.display()),
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        PlanEvent::Item(Item::File {
+            name,
+            source: Source::Path(path),
+            meta,
+        })
+    }
+
+    /// The next event from the frame on top of the stack, if any.
+    fn step(&mut self) -> Option<PlanEvent> {
+        let frame = self.stack.last_mut()?;
+        if frame.pos >= frame.entries.len() {
+            self.stack.pop();
+            self.ancestors.pop();
+            return None;
+        }
+        let i = frame.pos;
+        frame.pos += 1;
+        let frame = self.stack.last()?;
+        let ent = &frame.entries[i];
+        let file_name = ent.name.clone();
+        let dir = frame.dir.clone();
+        let rel = frame.rel.join(&file_name);
+        let depth = frame.depth + 1;
+        let path = dir.join(&file_name);
+        let hidden = file_name.as_bytes().first() == Some(&b'.');
+        if hidden && !self.opts.hidden {
+            return None;
+        }
+        let mut ty = ent.ty;
+        if ty.is_symlink() {
+            if !self.opts.follow_links {
+                return Some(PlanEvent::Skipped {
+                    path,
+                    why: "symbolic link not followed (use --follow-links)".into(),
+                });
+            }
+            match fs::metadata(&path) {
+                Ok(m) => ty = m.file_type(),
+                Err(e) => {
+                    if !self.selected(&rel, &file_name) {
+                        return None;
+                    }
+                    let shown = lossy(&rel, self.opts.prefix.as_deref());
+                    let msg = if e.kind() == io::ErrorKind::NotFound {
+                        format!("{} is a dangling symbolic link", path.display())
+                    } else if e.raw_os_error() == Some(libc::ELOOP) {
+                        format!("{} is a symbolic link loop", path.display())
+                    } else {
+                        format!("cannot follow {}: {e}", path.display())
+                    };
+                    return Some(self.failed(shown, path, Reason::ReadError, msg));
+                }
+            }
+        }
+        if ty.is_dir() {
+            if is_temporary(&file_name)
+                || (!self.exclude.empty && self.exclude.matches(&rel, &file_name))
+            {
+                return None;
+            }
+            if self.opts.max_depth.is_some_and(|m| depth >= m) {
+                return None;
+            }
+            let id = match fs::metadata(&path) {
+                Ok(m) => (m.dev(), m.ino()),
+                Err(e) => {
+                    let shown = lossy(&rel, self.opts.prefix.as_deref());
+                    return Some(self.failed(
+                        shown,
+                        path.clone(),
+                        Reason::ReadError,
+                        format!("cannot read folder {}: {e}", path.display()),
+                    ));
+                }
+            };
+            if self.skip.contains(&id) {
+                return None;
+            }
+            if self.ancestors.contains(&id) {
+                let shown = lossy(&rel, self.opts.prefix.as_deref());
+                return Some(self.failed(
+                    shown,
+                    path.clone(),
+                    Reason::ReadError,
+                    format!("{} is a symbolic link loop (it leads back to a folder above it); not followed", path.display()),
+                ));
+            }
+            self.ancestors.push(id);
+            self.push_dir(path, rel, depth);
+            return None;
+        }
+        if !ty.is_file() {
+            if !self.selected(&rel, &file_name) {
+                return None;
+            }
+            return Some(PlanEvent::Skipped {
+                path,
+                why: format!("{}; only regular files are ingested", special_kind(&ty)),
+            });
+        }
+        if let Some(base) = file_name.as_bytes().strip_suffix(SIDECAR_SUFFIX.as_bytes()) {
+            let base = OsStr::from_bytes(base);
+            let base_rel = frame.rel.join(base);
+            if !base.is_empty() {
+                // A sidecar is never a file of its own; it is an orphan only
+                // if the file it describes would have been taken.
+                if frame.has_file(base) || !self.selected(&base_rel, base) {
+                    return None;
+                }
+                let shown = lossy(&rel, self.opts.prefix.as_deref());
+                return Some(self.failed(
+                    shown,
+                    path.clone(),
+                    Reason::OrphanMeta,
+                    format!(
+                        "{} has no file {} beside it",
+                        path.display(),
+                        base.to_string_lossy()
+                    ),
+                ));
+            }
+        }
+        if !self.selected(&rel, &file_name) || self.opts.max_depth.is_some_and(|m| depth > m) {
+            return None;
+        }
+        let has_sidecar = frame.has_file(&sidecar_name(&file_name));
+        Some(self.file_event(&dir, &rel, &file_name, has_sidecar))
+    }
+}
+
+impl Frame {
+    fn has_file(&self, name: &OsStr) -> bool {
+        self.entries
+            .binary_search_by(|e| e.name.as_bytes().cmp(name.as_bytes()))
+            .is_ok_and(|i| !self.entries[i].ty.is_dir())
+    }
+}
+
+impl Iterator for Planner {
+    type Item = PlanEvent;
+
+    fn next(&mut self) -> Option<PlanEvent> {
+        loop {
+            if let Some(ev) = self.queued.pop_front() {
+                return Some(ev);
+            }
+            if self.stack.is_empty() {
+                let root = self.roots.next()?;
+                self.start_root(root);
+                continue;
+            }
+            if let Some(ev) = self.step() {
+                return Some(ev);
+            }
+        }
+    }
+}
+
+fn sidecar_name(file_name: &OsStr) -> OsString {
+    let mut s = file_name.to_owned();
+    s.push(SIDECAR_SUFFIX);
+    s
+}
+
+fn read_sorted(dir: &Path) -> io::Result<Vec<Ent>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let ty = e.file_type()?;
+        v.push(Ent {
+            name: e.file_name(),
+            ty,
+        });
+    }
+    v.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(v)
+}
+
+fn read_sidecar(path: &Path) -> Result<Option<Meta>, String> {
+    let f = fs::File::open(path).map_err(|e| format!("cannot read the sidecar: {e}"))?;
+    let mut data = Vec::new();
+    f.take(MAX_SIDECAR_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| format!("cannot read the sidecar: {e}"))?;
+    if data.len() as u64 > MAX_SIDECAR_BYTES {
+        let size = fs::metadata(path).map_or(data.len() as u64, |m| m.len());
+        return Err(crate::MetaError::TooLarge(size).to_string());
+    }
+    Meta::parse(&data).map_err(|e| e.to_string())
+}
+
+fn special_kind(ty: &FileType) -> &'static str {
+    if ty.is_fifo() {
+        "a FIFO"
+    } else if ty.is_socket() {
+        "a socket"
+    } else if ty.is_block_device() {
+        "a block device"
+    } else if ty.is_char_device() {
+        "a character device"
+    } else {
+        "not a regular file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names() {
+        for t in [
+            "a.part",
+            "a.partial",
+            "x.tmp",
+            "d.crdownload",
+            "notes~",
+            ".a.swp",
+            ".a.swx",
+            "#x#",
+            ".#lock",
+        ] {
+            assert!(is_temporary(OsStr::new(t)), "{t}");
+        }
+        for t in ["a.txt", "part", "#x", "a.swp", ".swp", "tmp"] {
+            assert!(!is_temporary(OsStr::new(t)), "{t}");
+        }
+    }
+}
