@@ -33,7 +33,7 @@ use crate::meta::Meta;
 use crate::name::Name;
 use crate::outcome::{Counts, FileReport, Outcome, Reason};
 use crate::session::Session;
-use crate::store::{Entry, OutcomeRecord, SourceRecord, StoreError, WriteTxn};
+use crate::store::{Entry, KnownSource, OutcomeRecord, SourceRecord, StoreError, WriteTxn};
 use crate::workspace::Workspace;
 
 /// Where a file's content comes from.
@@ -124,6 +124,61 @@ pub struct IngestRun {
     max_delay: Duration,
     closed_poll: Duration,
     stop: Option<Arc<AtomicBool>>,
+    quick_cache: QuickCache,
+}
+
+/// The quick-check records of recently seen directories, shared by the
+/// workers; a directory's records are loaded with one query.
+#[derive(Default)]
+struct QuickCache {
+    dirs: Mutex<(
+        HashMap<PathBuf, Arc<KnownDir>>,
+        std::collections::VecDeque<PathBuf>,
+    )>,
+}
+
+type KnownDir = HashMap<std::ffi::OsString, KnownSource>;
+
+impl QuickCache {
+    const MAX_DIRS: usize = 256;
+
+    fn get(
+        &self,
+        dir: &std::path::Path,
+        load: impl FnOnce(&std::path::Path) -> std::result::Result<Vec<KnownSource>, StoreError>,
+    ) -> std::result::Result<Arc<KnownDir>, StoreError> {
+        if let Some(k) = self.lock().0.get(dir) {
+            return Ok(Arc::clone(k));
+        }
+        let known: Arc<KnownDir> = Arc::new(
+            load(dir)?
+                .into_iter()
+                .map(|k| (k.file.clone(), k))
+                .collect(),
+        );
+        let mut g = self.lock();
+        if g.0.len() >= Self::MAX_DIRS {
+            if let Some(old) = g.1.pop_front() {
+                g.0.remove(&old);
+            }
+        }
+        if g.0.insert(dir.to_path_buf(), Arc::clone(&known)).is_none() {
+            g.1.push_back(dir.to_path_buf());
+        }
+        Ok(known)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        (
+            HashMap<PathBuf, Arc<KnownDir>>,
+            std::collections::VecDeque<PathBuf>,
+        ),
+    > {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl IngestRun {
@@ -141,6 +196,7 @@ impl IngestRun {
             max_delay: Duration::from_millis(200),
             closed_poll: Duration::from_millis(250),
             stop: None,
+            quick_cache: QuickCache::default(),
         }
     }
 
@@ -402,6 +458,28 @@ impl IngestRun {
             reason: Reason::ReadError,
             message: format!("{what} {}: {e}", path.display()),
         };
+        if self.quick_check {
+            // stat only: a file the quick check vouches for is never opened.
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => {
+                    let (size, mtime) = (m.len(), mtime_ns(&m));
+                    match self.quick(name, &path, size, mtime, meta.as_ref()) {
+                        Ok(Some(hash)) => {
+                            return State::Quick { hash, size, meta };
+                        }
+                        Ok(None) => {}
+                        Err(e) => return store_failed(e),
+                    }
+                }
+                Ok(_) => {
+                    return State::Failed {
+                        reason: Reason::ReadError,
+                        message: format!("{} is not a regular file", path.display()),
+                    };
+                }
+                Err(e) => return read_err("cannot stat", e),
+            }
+        }
         // O_NONBLOCK: opening a FIFO must never wait for a writer.
         let file = match OpenOptions::new()
             .read(true)
@@ -423,26 +501,6 @@ impl IngestRun {
         }
         let size = before.len();
         let mtime = mtime_ns(&before);
-        if self.quick_check {
-            match self.quick(name, &path, size, mtime, meta.as_ref()) {
-                Ok(Some(hash)) => {
-                    return State::Quick {
-                        hash,
-                        size,
-                        meta,
-                        source: SourceRecord {
-                            path,
-                            size,
-                            mtime_ns: mtime,
-                            name: name.as_str().to_owned(),
-                            hash,
-                        },
-                    };
-                }
-                Ok(None) => {}
-                Err(e) => return store_failed(e),
-            }
-        }
         // KEEP and FAIL never need the content of a name that exists: names
         // are never removed, so at commit it still exists and the outcome is
         // unchanged, kept or conflict. Hash only.
@@ -509,7 +567,9 @@ impl IngestRun {
         }
     }
 
-    /// The quick check: the hash, if the source is known unchanged.
+    /// The quick check: the hash, if the source is known unchanged (same
+    /// size and mtime as when it was ingested under this name, and the name
+    /// still holds that content and this metadata).
     fn quick(
         &self,
         name: &Name,
@@ -518,17 +578,20 @@ impl IngestRun {
         mtime_ns: i64,
         meta: Option<&Meta>,
     ) -> std::result::Result<Option<Hash>, StoreError> {
-        let idx = self.ws.index();
-        let Some(rec) = idx.source(path)? else {
+        let (Some(dir), Some(file)) = (path.parent(), path.file_name()) else {
             return Ok(None);
         };
-        if rec.size != size || rec.mtime_ns != mtime_ns || rec.name != name.as_str() {
-            return Ok(None);
-        }
-        let Some(cur) = idx.current(name.as_str())? else {
+        let known = self
+            .quick_cache
+            .get(dir, |d| self.ws.index().sources_in(d))?;
+        let Some(rec) = known.get(file) else {
             return Ok(None);
         };
-        let same = cur.hash == rec.hash && cur.meta.as_deref() == meta.map(Meta::as_str);
+        let same = rec.size == size
+            && rec.mtime_ns == mtime_ns
+            && rec.name == name.as_str()
+            && rec.current_hash == Some(rec.hash)
+            && rec.current_meta.as_deref() == meta.map(Meta::as_str);
         Ok(same.then_some(rec.hash))
     }
 
@@ -651,7 +714,7 @@ impl IngestRun {
         );
         if !matches!(p.state, State::Refused { .. }) {
             let rec = outcome_record(&r);
-            if let Ok(mut txn) = self.ws.index().begin() {
+            if let Ok(mut txn) = self.ws.index().begin(false) {
                 if txn.record_outcome(&rec).is_ok() {
                     let _ = txn.commit();
                 }
@@ -661,13 +724,20 @@ impl IngestRun {
     }
 
     fn commit_txn(&self, batch: &[Prepared]) -> std::result::Result<Vec<FileReport>, StoreError> {
-        let mut txn = self.ws.index().begin()?;
+        // Only a batch that may write a version must be durable before it
+        // is reported; the rest is bookkeeping.
+        let durable = batch.iter().any(|p| matches!(p.state, State::Read { .. }));
+        let mut txn = self.ws.index().begin(durable)?;
         let now = self.ws.now();
         let mut out = Vec::with_capacity(batch.len());
         for p in batch {
             let r = self.apply(&mut *txn, p, now)?;
-            if r.outcome != Outcome::Refused {
-                txn.record_outcome(&outcome_record(&r))?;
+            match r.outcome {
+                Outcome::Refused => {}
+                Outcome::Unchanged => {
+                    txn.count_outcome(r.session_id, r.outcome, r.size.unwrap_or(0));
+                }
+                _ => txn.record_outcome(&outcome_record(&r))?,
             }
             out.push(r);
         }
@@ -691,12 +761,14 @@ impl IngestRun {
             State::Failed { reason, message } => {
                 return Ok(p.report(s, Outcome::Failed, Some(*reason), Some(message.clone())));
             }
-            State::Quick {
-                hash,
-                size,
-                meta,
-                source,
-            } => (hash, *size, meta, &Blob::NotStored, Some(source)),
+            // A read-only decision taken when the quick check looked: it
+            // needs nothing from the write transaction.
+            State::Quick { hash, size, .. } => {
+                let mut r = p.report(s, Outcome::Unchanged, None, None);
+                r.size = Some(*size);
+                r.blake3 = Some(*hash);
+                return Ok(r);
+            }
             State::Read {
                 hash,
                 size,
@@ -869,7 +941,6 @@ enum State {
         hash: Hash,
         size: u64,
         meta: Option<Meta>,
-        source: SourceRecord,
     },
     Read {
         hash: Hash,

@@ -38,7 +38,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::ingest::{Item, Source};
 use crate::meta::{MAX_SIDECAR_BYTES, Meta, SIDECAR_SUFFIX};
@@ -148,10 +148,15 @@ impl Matcher {
         let mut by_name = GlobSetBuilder::new();
         let mut by_path = GlobSetBuilder::new();
         for g in globs {
-            let glob = Glob::new(g).map_err(|e| PlanError::Glob {
-                glob: g.clone(),
-                message: e.kind().to_string(),
-            })?;
+            // `*` and `?` stay within one folder, `**` crosses folders, as
+            // in git and rsync: `docs/*.md` does not take `docs/sub/x.md`.
+            let glob = GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| PlanError::Glob {
+                    glob: g.clone(),
+                    message: e.kind().to_string(),
+                })?;
             if g.contains('/') {
                 by_path.add(glob);
             } else {

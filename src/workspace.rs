@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
@@ -225,11 +225,12 @@ impl Workspace {
 
     /// Creates a session.
     pub fn create_session(&self, req: &CreateSession, user: SessionOauthUser) -> Result<Session> {
-        let now = self.now();
+        // The index keeps microseconds: print what `session show` will.
+        let now = self.now().trunc_subsecs(6);
         let session = Session {
             created_at: now,
             created_by: user,
-            expires_at: req.expiry(now),
+            expires_at: req.expiry(now).map(|t| t.trunc_subsecs(6)),
             session_id: Uuid::new_v4(),
             write_mode: req.write_mode,
         };

@@ -224,6 +224,10 @@ pub enum FilesCmd {
         name: String,
     },
     /// Write a name's content to standard output.
+    // `--version` here picks a version of the file; without this, the
+    // program's own `--version` (propagated to every subcommand) would clash
+    // with it and clap panics on `files cat`.
+    #[command(disable_version_flag = true)]
     Cat {
         /// The name.
         name: String,

@@ -109,6 +109,25 @@ pub struct SourceRecord {
     pub hash: Hash,
 }
 
+/// A source file as the index remembers it, with its name's current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownSource {
+    /// The file name within its directory.
+    pub file: std::ffi::OsString,
+    /// Size when last ingested.
+    pub size: u64,
+    /// mtime (ns) when last ingested.
+    pub mtime_ns: i64,
+    /// The name it was ingested as.
+    pub name: String,
+    /// Its content hash then.
+    pub hash: Hash,
+    /// The hash the name holds now (`None`: the name is gone).
+    pub current_hash: Option<Hash>,
+    /// The metadata the name holds now.
+    pub current_meta: Option<String>,
+}
+
 /// One file's outcome as recorded in its session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutcomeRecord {
@@ -167,11 +186,16 @@ pub trait Index: Send + Sync {
     fn is_closed(&self, id: Uuid) -> Result<bool, StoreError>;
     /// The current version of a name.
     fn current(&self, name: &str) -> Result<Option<Entry>, StoreError>;
-    /// What is remembered of a source path.
-    fn source(&self, path: &Path) -> Result<Option<SourceRecord>, StoreError>;
+    /// What is remembered of the source files in one directory, with the
+    /// current content of the name each was ingested as: the quick check
+    /// asks once per directory, not once per file.
+    fn sources_in(&self, dir: &Path) -> Result<Vec<KnownSource>, StoreError>;
     /// Starts a write transaction: it holds the index's write lock, so the
     /// decisions taken inside it are atomic per name across processes.
-    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError>;
+    /// `durable`: its commit is on stable storage when it returns;
+    /// otherwise it may be lost on power loss (never torn), which is enough
+    /// for bookkeeping that changes no name.
+    fn begin(&self, durable: bool) -> Result<Box<dyn WriteTxn + '_>, StoreError>;
     /// Visits the current version of every name, in name order, starting
     /// with `prefix`; the visitor returns `false` to stop.
     fn list(
@@ -219,7 +243,11 @@ pub trait WriteTxn {
     fn record_source(&mut self, rec: &SourceRecord) -> Result<(), StoreError>;
     /// Records a file's outcome in its session and updates the counters.
     fn record_outcome(&mut self, rec: &OutcomeRecord) -> Result<(), StoreError>;
-    /// Commits durably.
+    /// Counts an outcome in its session without listing the file (used for
+    /// `unchanged`, so that re-running over a large tree writes no row per
+    /// file).
+    fn count_outcome(&mut self, session_id: Uuid, outcome: Outcome, size: u64);
+    /// Commits (durably if the transaction was begun so).
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 

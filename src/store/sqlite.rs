@@ -14,7 +14,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use uuid::Uuid;
 
-use super::{BlobRecord, Entry, Index, IndexGc, OutcomeRecord, SourceRecord, StoreError, WriteTxn};
+use super::{
+    BlobRecord, Entry, Index, IndexGc, KnownSource, OutcomeRecord, SourceRecord, StoreError,
+    WriteTxn,
+};
 use crate::hash::Hash;
 use crate::outcome::{Outcome, Reason};
 use crate::session::{IngestionStatus, Session, SessionOauthUser, SessionRecord, WriteMode};
@@ -294,6 +297,7 @@ fn open_conn(path: &Path, create: bool, busy_timeout: Duration) -> Result<Connec
     }
     conn.execute_batch(
         "PRAGMA synchronous=FULL;
+         PRAGMA mmap_size=268435456;
          PRAGMA foreign_keys=OFF;
          PRAGMA cache_size=-32768;
          PRAGMA temp_store=MEMORY;",
@@ -403,28 +407,37 @@ impl Index for SqliteIndex {
         self.read("looking up a name", |c| current_on(c, name))
     }
 
-    fn source(&self, path: &Path) -> Result<Option<SourceRecord>, StoreError> {
-        let (dir, file) = split_path(path);
-        self.read("looking up a source", |c| {
-            c.prepare_cached(
-                "SELECT size, mtime_ns, name, hash FROM sources WHERE dir = ?1 AND file = ?2",
-            )?
-            .query_row(params![dir, file], |r| {
-                Ok(SourceRecord {
-                    path: path.to_owned(),
-                    size: r.get::<_, i64>(0)? as u64,
-                    mtime_ns: r.get(1)?,
-                    name: r.get(2)?,
-                    hash: hash_col(r, 3)?,
+    fn sources_in(&self, dir: &Path) -> Result<Vec<KnownSource>, StoreError> {
+        let dir = dir.as_os_str().as_bytes();
+        self.read("looking up sources", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT s.file, s.size, s.mtime_ns, s.name, s.hash, e.hash, e.meta
+                 FROM sources s LEFT JOIN entries e ON e.name = s.name
+                 WHERE s.dir = ?1",
+            )?;
+            st.query_map([dir], |r| {
+                Ok(KnownSource {
+                    file: OsStr::from_bytes(&r.get::<_, Vec<u8>>(0)?).to_owned(),
+                    size: r.get::<_, i64>(1)? as u64,
+                    mtime_ns: r.get(2)?,
+                    name: r.get(3)?,
+                    hash: hash_col(r, 4)?,
+                    current_hash: r
+                        .get::<_, Option<Vec<u8>>>(5)?
+                        .and_then(|b| Hash::from_slice(&b)),
+                    current_meta: r.get(6)?,
                 })
-            })
-            .optional()
+            })?
+            .collect()
         })
     }
 
-    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+    fn begin(&self, durable: bool) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
         let conn = self.writer();
-        conn.execute_batch("BEGIN IMMEDIATE")
+        // The safety level can only change outside a transaction; it is
+        // set for every transaction, so it never leaks into the next one.
+        let sync = if durable { "FULL" } else { "NORMAL" };
+        conn.execute_batch(&format!("PRAGMA synchronous={sync}; BEGIN IMMEDIATE"))
             .map_err(db_err("starting a write transaction"))?;
         Ok(Box::new(SqliteTxn {
             conn,
@@ -549,7 +562,7 @@ impl Index for SqliteIndex {
 
     fn gc(&self, cutoff: DateTime<Utc>) -> Result<IndexGc, StoreError> {
         let conn = self.writer();
-        conn.execute_batch("BEGIN IMMEDIATE")
+        conn.execute_batch("PRAGMA synchronous=FULL; BEGIN IMMEDIATE")
             .map_err(db_err("starting garbage collection"))?;
         let result = (|| -> rusqlite::Result<IndexGc> {
             let versions = conn.execute(
@@ -729,20 +742,24 @@ impl WriteTxn for SqliteTxn<'_> {
                 ])
             })
             .map_err(db_err("recording an outcome"))?;
-        let d = self.deltas.entry(r.session_id).or_default();
-        let slot = match r.outcome {
+        self.count_outcome(r.session_id, r.outcome, r.size.unwrap_or(0));
+        Ok(())
+    }
+
+    fn count_outcome(&mut self, session_id: Uuid, outcome: Outcome, size: u64) {
+        let d = self.deltas.entry(session_id).or_default();
+        let slot = match outcome {
             Outcome::Ingested => 0,
             Outcome::Overwritten => 1,
             Outcome::Unchanged => 2,
             Outcome::Kept => 3,
             Outcome::Failed => 4,
-            Outcome::Refused => return Ok(()),
+            Outcome::Refused => return,
         };
         d.counts[slot] += 1;
         if slot != 4 {
-            d.bytes += r.size.unwrap_or(0) as i64;
+            d.bytes += size as i64;
         }
-        Ok(())
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
