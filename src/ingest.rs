@@ -131,13 +131,17 @@ pub struct IngestRun {
 /// workers; a directory's records are loaded with one query.
 #[derive(Default)]
 struct QuickCache {
-    dirs: Mutex<(
-        HashMap<PathBuf, Arc<KnownDir>>,
-        std::collections::VecDeque<PathBuf>,
-    )>,
+    dirs: Mutex<KnownDirs>,
 }
 
 type KnownDir = HashMap<std::ffi::OsString, KnownSource>;
+
+/// Loaded directories, and their order of loading for eviction.
+#[derive(Default)]
+struct KnownDirs {
+    by_dir: HashMap<PathBuf, Arc<KnownDir>>,
+    order: std::collections::VecDeque<PathBuf>,
+}
 
 impl QuickCache {
     const MAX_DIRS: usize = 256;
@@ -147,7 +151,7 @@ impl QuickCache {
         dir: &std::path::Path,
         load: impl FnOnce(&std::path::Path) -> std::result::Result<Vec<KnownSource>, StoreError>,
     ) -> std::result::Result<Arc<KnownDir>, StoreError> {
-        if let Some(k) = self.lock().0.get(dir) {
+        if let Some(k) = self.lock().by_dir.get(dir) {
             return Ok(Arc::clone(k));
         }
         let known: Arc<KnownDir> = Arc::new(
@@ -157,26 +161,21 @@ impl QuickCache {
                 .collect(),
         );
         let mut g = self.lock();
-        if g.0.len() >= Self::MAX_DIRS {
-            if let Some(old) = g.1.pop_front() {
-                g.0.remove(&old);
-            }
+        if g.by_dir.len() >= Self::MAX_DIRS
+            && let Some(old) = g.order.pop_front()
+        {
+            g.by_dir.remove(&old);
         }
-        if g.0.insert(dir.to_path_buf(), Arc::clone(&known)).is_none() {
-            g.1.push_back(dir.to_path_buf());
+        if g.by_dir
+            .insert(dir.to_path_buf(), Arc::clone(&known))
+            .is_none()
+        {
+            g.order.push_back(dir.to_path_buf());
         }
         Ok(known)
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        (
-            HashMap<PathBuf, Arc<KnownDir>>,
-            std::collections::VecDeque<PathBuf>,
-        ),
-    > {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KnownDirs> {
         self.dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -714,10 +713,10 @@ impl IngestRun {
         );
         if !matches!(p.state, State::Refused { .. }) {
             let rec = outcome_record(&r);
-            if let Ok(mut txn) = self.ws.index().begin(false) {
-                if txn.record_outcome(&rec).is_ok() {
-                    let _ = txn.commit();
-                }
+            if let Ok(mut txn) = self.ws.index().begin(false)
+                && txn.record_outcome(&rec).is_ok()
+            {
+                let _ = txn.commit();
             }
         }
         r

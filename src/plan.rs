@@ -383,7 +383,7 @@ impl Planner {
         if !self.include.empty && !self.include.matches(rel, file_name) {
             return false;
         }
-        !(!self.exclude.empty && self.exclude.matches(rel, file_name))
+        self.exclude.empty || !self.exclude.matches(rel, file_name)
     }
 
     fn file_event(

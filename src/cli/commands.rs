@@ -1,7 +1,7 @@
 //! One function per command.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use intake::plan::{PlanEvent, PlanOptions, Planner};
@@ -57,7 +57,7 @@ fn init(cli: &Cli) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-pub fn plan_options(paths: &[PathBuf], s: &SelectArgs, ws: &Workspace) -> PlanOptions {
+pub fn plan_options(paths: &[PathBuf], s: &SelectArgs, workspace: &Path) -> PlanOptions {
     PlanOptions {
         roots: paths.to_vec(),
         max_depth: s.max_depth,
@@ -68,7 +68,7 @@ pub fn plan_options(paths: &[PathBuf], s: &SelectArgs, ws: &Workspace) -> PlanOp
         follow_links: s.follow_links,
         flatten: s.flatten,
         prefix: s.prefix.clone(),
-        skip_dirs: vec![ws.dir().to_path_buf()],
+        skip_dirs: vec![workspace.to_path_buf()],
     }
 }
 
@@ -120,6 +120,13 @@ pub fn session_for_run(ws: &Workspace, a: &SessionArgs, dry_run: bool) -> Result
 
 fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
     let dir = workspace_dir(cli)?;
+    // Check every option before touching the disk: a usage error must not
+    // leave a new, empty workspace behind.
+    if let Some(id) = &a.session.session {
+        parse_id(id)?;
+    }
+    create_request(a.session.write_mode, a.session.ttl.as_deref(), a.session.no_expiry)?;
+    Planner::new(plan_options(&a.paths, &a.select, &dir))?;
     let mut _scratch = None;
     let ws = if a.dry_run && !dir.join(intake::INDEX_FILE).is_file() {
         // A dry run must not create the workspace: decide against an empty
@@ -134,7 +141,8 @@ fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
         Workspace::create(&dir)?
     };
     let (session, created) = session_for_run(&ws, &a.session, a.dry_run)?;
-    let planner = Planner::new(plan_options(&a.paths, &a.select, &ws))?;
+    // Now that the workspace exists, the planner can recognise it in a source.
+    let planner = Planner::new(plan_options(&a.paths, &a.select, &dir))?;
     let quiet = cli.quiet;
     let json = cli.json;
     let items = planner.filter_map(move |ev| match ev {

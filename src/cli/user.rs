@@ -25,20 +25,21 @@ pub fn creator(user: Option<&str>) -> SessionOauthUser {
 
 fn os_login() -> String {
     for var in ["USER", "LOGNAME"] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.is_empty() {
-                return v;
-            }
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+        {
+            return v;
         }
     }
     // SAFETY: getuid cannot fail; getpwuid returns null or a pointer to a
     // static record that is read at once, before any other call.
     unsafe {
         let pw = libc::getpwuid(libc::getuid());
-        if !pw.is_null() && !(*pw).pw_name.is_null() {
-            if let Ok(s) = std::ffi::CStr::from_ptr((*pw).pw_name).to_str() {
-                return s.to_owned();
-            }
+        if !pw.is_null()
+            && !(*pw).pw_name.is_null()
+            && let Ok(s) = std::ffi::CStr::from_ptr((*pw).pw_name).to_str()
+        {
+            return s.to_owned();
         }
         format!("uid{}", libc::getuid())
     }
