@@ -342,6 +342,31 @@ impl IngestRun {
                         state: State::Failed { reason, message },
                     })
                     .is_ok(),
+                (
+                    None,
+                    Item::File {
+                        name,
+                        source: Source::Path(path),
+                        meta,
+                    },
+                ) if self.quick_check => match self.quick_state(&name, &path, &meta) {
+                    Some(state) => done
+                        .send(Prepared {
+                            seq,
+                            name: name.as_str().to_owned(),
+                            source: Some(path),
+                            state,
+                        })
+                        .is_ok(),
+                    None => {
+                        let item = Item::File {
+                            name,
+                            source: Source::Path(path),
+                            meta,
+                        };
+                        work.send((seq, item)).is_ok()
+                    }
+                },
                 (None, item) => work.send((seq, item)).is_ok(),
             };
             if !sent {
@@ -452,33 +477,45 @@ impl IngestRun {
         }
     }
 
+    /// The quick check, done at admission so that a file it vouches for
+    /// never travels to a worker: `Some` with the file's final state
+    /// (unchanged, or failed to stat), `None` if the file must be read.
+    fn quick_state(
+        &self,
+        name: &Name,
+        path: &std::path::Path,
+        meta: &Option<Meta>,
+    ) -> Option<State> {
+        // stat only: a file the quick check vouches for is never opened.
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {
+                let (size, mtime) = (m.len(), mtime_ns(&m));
+                match self.quick(name, path, size, mtime, meta.as_ref()) {
+                    Ok(Some(hash)) => Some(State::Quick {
+                        hash,
+                        size,
+                        meta: meta.clone(),
+                    }),
+                    Ok(None) => None,
+                    Err(e) => Some(store_failed(e)),
+                }
+            }
+            Ok(_) => Some(State::Failed {
+                reason: Reason::ReadError,
+                message: format!("{} is not a regular file", path.display()),
+            }),
+            Err(e) => Some(State::Failed {
+                reason: Reason::ReadError,
+                message: format!("cannot stat {}: {e}", path.display()),
+            }),
+        }
+    }
+
     fn prepare_path(&self, name: &Name, path: PathBuf, meta: Option<Meta>) -> State {
         let read_err = |what: &str, e: io::Error| State::Failed {
             reason: Reason::ReadError,
             message: format!("{what} {}: {e}", path.display()),
         };
-        if self.quick_check {
-            // stat only: a file the quick check vouches for is never opened.
-            match std::fs::metadata(&path) {
-                Ok(m) if m.is_file() => {
-                    let (size, mtime) = (m.len(), mtime_ns(&m));
-                    match self.quick(name, &path, size, mtime, meta.as_ref()) {
-                        Ok(Some(hash)) => {
-                            return State::Quick { hash, size, meta };
-                        }
-                        Ok(None) => {}
-                        Err(e) => return store_failed(e),
-                    }
-                }
-                Ok(_) => {
-                    return State::Failed {
-                        reason: Reason::ReadError,
-                        message: format!("{} is not a regular file", path.display()),
-                    };
-                }
-                Err(e) => return read_err("cannot stat", e),
-            }
-        }
         // O_NONBLOCK: opening a FIFO must never wait for a writer.
         let file = match OpenOptions::new()
             .read(true)
@@ -725,23 +762,35 @@ impl IngestRun {
     fn commit_txn(&self, batch: &[Prepared]) -> std::result::Result<Vec<FileReport>, StoreError> {
         // Only a batch that may write a version must be durable before it
         // is reported; the rest is bookkeeping.
-        let durable = batch.iter().any(|p| matches!(p.state, State::Read { .. }));
-        let mut txn = self.ws.index().begin(durable)?;
-        let now = self.ws.now();
-        let mut out = Vec::with_capacity(batch.len());
-        for p in batch {
-            let r = self.apply(&mut *txn, p, now)?;
-            match r.outcome {
-                Outcome::Refused => {}
-                Outcome::Unchanged => {
-                    txn.count_outcome(r.session_id, r.outcome, r.size.unwrap_or(0));
+        let mut durable = batch.iter().any(|p| matches!(p.state, State::Read { .. }));
+        loop {
+            let mut txn = self.ws.index().begin(durable)?;
+            let now = self.ws.now();
+            let mut out = Vec::with_capacity(batch.len());
+            for p in batch {
+                let r = self.apply(&mut *txn, p, now)?;
+                match r.outcome {
+                    Outcome::Refused => {}
+                    Outcome::Unchanged => {
+                        txn.count_outcome(r.session_id, r.outcome, r.size.unwrap_or(0));
+                    }
+                    _ => txn.record_outcome(&outcome_record(&r))?,
                 }
-                _ => txn.record_outcome(&outcome_record(&r))?,
+                out.push(r);
             }
-            out.push(r);
+            // A quick-checked file whose name changed since the check
+            // writes after all: roll back and redo the batch durably.
+            if !durable
+                && out
+                    .iter()
+                    .any(|r| matches!(r.outcome, Outcome::Ingested | Outcome::Overwritten))
+            {
+                durable = true;
+                continue;
+            }
+            txn.commit()?;
+            return Ok(out);
         }
-        txn.commit()?;
-        Ok(out)
     }
 
     /// Decides one file inside the write transaction and applies the
@@ -760,13 +809,20 @@ impl IngestRun {
             State::Failed { reason, message } => {
                 return Ok(p.report(s, Outcome::Failed, Some(*reason), Some(message.clone())));
             }
-            // A read-only decision taken when the quick check looked: it
-            // needs nothing from the write transaction.
-            State::Quick { hash, size, .. } => {
-                let mut r = p.report(s, Outcome::Unchanged, None, None);
-                r.size = Some(*size);
-                r.blake3 = Some(*hash);
-                return Ok(r);
+            // The quick check looked before earlier files of this run (or
+            // other processes) committed: `unchanged` only if the name
+            // still holds this content and metadata, else decide as usual.
+            State::Quick { hash, size, meta } => {
+                let still = txn.current(&p.name)?.is_some_and(|e| {
+                    e.hash == *hash && e.meta.as_deref() == meta.as_ref().map(Meta::as_str)
+                });
+                if still {
+                    let mut r = p.report(s, Outcome::Unchanged, None, None);
+                    r.size = Some(*size);
+                    r.blake3 = Some(*hash);
+                    return Ok(r);
+                }
+                (hash, *size, meta, &Blob::NotStored, None)
             }
             State::Read {
                 hash,
