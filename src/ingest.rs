@@ -43,6 +43,27 @@ pub enum Source {
     Path(PathBuf),
     /// Bytes in memory.
     Bytes(Vec<u8>),
+    /// A file on disk whose size and mtime the caller has just read (a
+    /// walk gets them cheaply from the directory): the quick check uses
+    /// them instead of a stat of its own.
+    Listed {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// Its mtime, in nanoseconds since the epoch.
+        mtime_ns: i64,
+    },
+}
+
+impl Source {
+    /// The path, for a source on disk.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Source::Path(p) | Source::Listed { path: p, .. } => Some(p),
+            Source::Bytes(_) => None,
+        }
+    }
 }
 
 /// One thing to ingest, in the order the run should treat it.
@@ -346,24 +367,20 @@ impl IngestRun {
                     None,
                     Item::File {
                         name,
-                        source: Source::Path(path),
+                        source: source @ (Source::Path(_) | Source::Listed { .. }),
                         meta,
                     },
-                ) if self.quick_check => match self.quick_state(&name, &path, &meta) {
+                ) if self.quick_check => match self.quick_state(&name, &source, &meta) {
                     Some(state) => done
                         .send(Prepared {
                             seq,
                             name: name.as_str().to_owned(),
-                            source: Some(path),
+                            source: source.path().map(|p| p.to_path_buf()),
                             state,
                         })
                         .is_ok(),
                     None => {
-                        let item = Item::File {
-                            name,
-                            source: Source::Path(path),
-                            meta,
-                        };
+                        let item = Item::File { name, source, meta };
                         work.send((seq, item)).is_ok()
                     }
                 },
@@ -440,10 +457,7 @@ impl IngestRun {
         let mut p = Prepared {
             seq,
             name: name.as_str().to_owned(),
-            source: match &source {
-                Source::Path(p) => Some(p.clone()),
-                Source::Bytes(_) => None,
-            },
+            source: source.path().map(|p| p.to_path_buf()),
             state: State::Failed {
                 reason: Reason::ReadError,
                 message: String::new(),
@@ -451,7 +465,9 @@ impl IngestRun {
         };
         p.state = match source {
             Source::Bytes(data) => self.prepare_bytes(&name, data, meta),
-            Source::Path(path) => self.prepare_path(&name, path, meta),
+            Source::Path(path) | Source::Listed { path, .. } => {
+                self.prepare_path(&name, path, meta)
+            }
         };
         p
     }
@@ -480,12 +496,26 @@ impl IngestRun {
     /// The quick check, done at admission so that a file it vouches for
     /// never travels to a worker: `Some` with the file's final state
     /// (unchanged, or failed to stat), `None` if the file must be read.
-    fn quick_state(
-        &self,
-        name: &Name,
-        path: &std::path::Path,
-        meta: &Option<Meta>,
-    ) -> Option<State> {
+    fn quick_state(&self, name: &Name, source: &Source, meta: &Option<Meta>) -> Option<State> {
+        let path = match source {
+            Source::Bytes(_) => return None,
+            Source::Listed {
+                path,
+                size,
+                mtime_ns,
+            } => {
+                return match self.quick(name, path, *size, *mtime_ns, meta.as_ref()) {
+                    Ok(Some(hash)) => Some(State::Quick {
+                        hash,
+                        size: *size,
+                        meta: meta.clone(),
+                    }),
+                    Ok(None) => None,
+                    Err(e) => Some(store_failed(e)),
+                };
+            }
+            Source::Path(p) => p,
+        };
         // stat only: a file the quick check vouches for is never opened.
         match std::fs::metadata(path) {
             Ok(m) if m.is_file() => {
@@ -1021,10 +1051,7 @@ impl Prepared {
         let (name, source) = match item {
             Item::File { name, source, .. } => (
                 name.as_str().to_owned(),
-                match source {
-                    Source::Path(p) => Some(p.clone()),
-                    Source::Bytes(_) => None,
-                },
+                source.path().map(|p| p.to_path_buf()),
             ),
             Item::Failed { name, source, .. } => (name.clone(), source.clone()),
         };

@@ -202,6 +202,8 @@ fn is_vim_swap(b: &[u8]) -> bool {
 struct Ent {
     name: OsString,
     ty: FileType,
+    /// Size and mtime of a regular file, read with the listing.
+    stat: Option<(u64, i64)>,
 }
 
 struct Frame {
@@ -332,7 +334,13 @@ impl Planner {
         let sidecar = sidecar_name(&file_name);
         let parent = root.parent().map(Path::to_path_buf).unwrap_or_default();
         let has_sidecar = fs::metadata(parent.join(&sidecar)).is_ok_and(|m| m.is_file());
-        let ev = self.file_event(&parent, Path::new(&file_name), &file_name, has_sidecar);
+        let ev = self.file_event(
+            &parent,
+            Path::new(&file_name),
+            &file_name,
+            has_sidecar,
+            None,
+        );
         self.queued.push_back(ev);
     }
 
@@ -392,6 +400,7 @@ impl Planner {
         rel: &Path,
         file_name: &OsStr,
         has_sidecar: bool,
+        stat: Option<(u64, i64)>,
     ) -> PlanEvent {
         let path = dir.join(file_name);
         let name_rel: &Path = if self.opts.flatten {
@@ -422,11 +431,15 @@ impl Planner {
         } else {
             None
         };
-        PlanEvent::Item(Item::File {
-            name,
-            source: Source::Path(path),
-            meta,
-        })
+        let source = match stat {
+            Some((size, mtime_ns)) => Source::Listed {
+                path,
+                size,
+                mtime_ns,
+            },
+            None => Source::Path(path),
+        };
+        PlanEvent::Item(Item::File { name, source, meta })
     }
 
     /// The next event from the frame on top of the stack, if any.
@@ -451,6 +464,8 @@ impl Planner {
             return None;
         }
         let mut ty = ent.ty;
+        // Only a plain file's listing stat is its own; a followed link's is not.
+        let stat = ent.stat.filter(|_| ty.is_file());
         if ty.is_symlink() {
             if !self.opts.follow_links {
                 return Some(PlanEvent::Skipped {
@@ -548,7 +563,7 @@ impl Planner {
             return None;
         }
         let has_sidecar = frame.has_file(&sidecar_name(&file_name));
-        Some(self.file_event(&dir, &rel, &file_name, has_sidecar))
+        Some(self.file_event(&dir, &rel, &file_name, has_sidecar, stat))
     }
 }
 
@@ -591,9 +606,19 @@ fn read_sorted(dir: &Path) -> io::Result<Vec<Ent>> {
     for e in fs::read_dir(dir)? {
         let e = e?;
         let ty = e.file_type()?;
+        // A stat relative to the open directory costs no path lookup; the
+        // quick check then needs no stat of its own.
+        let stat = if ty.is_file() {
+            e.metadata()
+                .ok()
+                .map(|m| (m.len(), crate::ingest::mtime_ns(&m)))
+        } else {
+            None
+        };
         v.push(Ent {
             name: e.file_name(),
             ty,
+            stat,
         });
     }
     v.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
