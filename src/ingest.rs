@@ -744,17 +744,15 @@ impl IngestRun {
 
     /// Commits a batch in one transaction; if that fails, each file alone,
     /// so that one bad file or a transient error costs only what it must.
-    fn commit_batch(&self, batch: Vec<Prepared>) -> Vec<FileReport> {
-        let sync = if batch.iter().any(|p| p.stored_externally()) {
-            self.ws.inner.blobs.sync()
-        } else {
-            Ok(())
-        };
-        if let Err(e) = sync {
-            return batch
-                .iter()
-                .map(|p| self.finish_failed_store(p, &e))
-                .collect();
+    fn commit_batch(&self, mut batch: Vec<Prepared>) -> Vec<FileReport> {
+        if batch.iter().any(Prepared::stored_externally)
+            && let Err(e) = self.ws.inner.blobs.sync()
+        {
+            // The blobs written for this batch may not be durable: those
+            // files fail; the rest of the batch needs no blob store.
+            for p in batch.iter_mut().filter(|p| p.stored_externally()) {
+                p.state = store_failed(e.clone_lossy());
+            }
         }
         match self.commit_txn(&batch) {
             Ok(r) => r,
@@ -769,22 +767,32 @@ impl IngestRun {
         }
     }
 
-    /// Reports a file that failed to commit, and records the failure in the
+    /// Reports a file whose commit failed. A file that would have written a
+    /// version fails with `store_error`; any other keeps its own outcome
+    /// (its recording is what failed). The failure is recorded in the
     /// session if the index still takes writes.
     fn finish_failed_store(&self, p: &Prepared, e: &StoreError) -> FileReport {
-        let r = p.report(
-            &self.session,
-            Outcome::Failed,
-            Some(Reason::StoreError),
-            Some(format!("could not store the file: {e}")),
-        );
-        if !matches!(p.state, State::Refused { .. }) {
-            let rec = outcome_record(&r);
-            if let Ok(mut txn) = self.ws.index().begin(false)
-                && txn.record_outcome(&rec).is_ok()
-            {
-                let _ = txn.commit();
+        let s = &self.session;
+        let r = match &p.state {
+            State::Refused { reason, message } => {
+                return p.report(s, Outcome::Refused, Some(*reason), Some(message.clone()));
             }
+            State::Failed { reason, message } => {
+                p.report(s, Outcome::Failed, Some(*reason), Some(message.clone()))
+            }
+            State::Quick { .. } => p.report(s, Outcome::Unchanged, None, None),
+            State::Read { .. } => p.report(
+                s,
+                Outcome::Failed,
+                Some(Reason::StoreError),
+                Some(format!("could not store the file: {e}")),
+            ),
+        };
+        let rec = outcome_record(&r);
+        if let Ok(mut txn) = self.ws.index().begin(false)
+            && txn.record_outcome(&rec).is_ok()
+        {
+            let _ = txn.commit();
         }
         r
     }

@@ -125,7 +125,11 @@ fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
     if let Some(id) = &a.session.session {
         parse_id(id)?;
     }
-    create_request(a.session.write_mode, a.session.ttl.as_deref(), a.session.no_expiry)?;
+    create_request(
+        a.session.write_mode,
+        a.session.ttl.as_deref(),
+        a.session.no_expiry,
+    )?;
     Planner::new(plan_options(&a.paths, &a.select, &dir))?;
     let mut _scratch = None;
     let ws = if a.dry_run && !dir.join(intake::INDEX_FILE).is_file() {

@@ -64,6 +64,26 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A copy for reporting the same failure more than once (an I/O error
+    /// keeps its kind and message, not its inner source).
+    pub fn clone_lossy(&self) -> StoreError {
+        match self {
+            StoreError::Io { what, source } => StoreError::Io {
+                what: what.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            StoreError::Index { what, message } => StoreError::Index {
+                what: what.clone(),
+                message: message.clone(),
+            },
+            StoreError::SchemaTooNew { found, supported } => StoreError::SchemaTooNew {
+                found: *found,
+                supported: *supported,
+            },
+            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        }
+    }
+
     /// An I/O error with context.
     pub fn io(what: impl Into<String>, source: io::Error) -> StoreError {
         StoreError::Io {
