@@ -7,11 +7,13 @@ use uuid::Uuid;
 /// gets the same id on every machine.
 const USER_NAMESPACE: Uuid = Uuid::from_u128(0x6f2b_2a0e_4c1d_4b7e_9a51_3d1e_8c44_a7f2);
 
-/// The creator: `--user "Given Family"` / `INTAKE_USER`, else the OS user.
+/// The creator: `--user "Given Family"` / `INTAKE_USER`, else `user = "…"`
+/// in the user's config file (`$XDG_CONFIG_HOME/intake/config.toml`, by
+/// default `~/.config/intake/config.toml`), else the OS user.
 pub fn creator(user: Option<&str>) -> SessionOauthUser {
     let login = match user.map(str::trim).filter(|u| !u.is_empty()) {
         Some(u) => u.to_owned(),
-        None => os_login(),
+        None => config_user().unwrap_or_else(os_login),
     };
     let mut parts = login.splitn(2, ' ');
     let given = parts.next().unwrap_or_default().to_owned();
@@ -20,6 +22,28 @@ pub fn creator(user: Option<&str>) -> SessionOauthUser {
         user_id: Uuid::new_v5(&USER_NAMESPACE, login.as_bytes()),
         given_name: given,
         family_name: family,
+    }
+}
+
+/// `user` from the user's config file, if there is one that says so.
+fn config_user() -> Option<String> {
+    let dir = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".config"),
+    };
+    let path = dir.join("intake").join("config.toml");
+    let text = std::fs::read_to_string(&path).ok()?;
+    match text.parse::<toml::Table>() {
+        Ok(t) => t
+            .get("user")
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned),
+        Err(e) => {
+            tracing::warn!("ignoring {}: {e}", path.display());
+            None
+        }
     }
 }
 
