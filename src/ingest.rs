@@ -780,8 +780,22 @@ impl IngestRun {
             State::Failed { reason, message } => {
                 p.report(s, Outcome::Failed, Some(*reason), Some(message.clone()))
             }
-            State::Quick { .. } => p.report(s, Outcome::Unchanged, None, None),
-            State::Read { .. } => p.report(
+            // Unchanged only if the name still holds it; otherwise it was
+            // to be written again (its name changed since the check).
+            State::Quick { hash, meta, .. }
+                if self
+                    .ws
+                    .index()
+                    .current(&p.name)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| {
+                        e.hash == *hash && e.meta.as_deref() == meta.as_ref().map(Meta::as_str)
+                    }) =>
+            {
+                p.report(s, Outcome::Unchanged, None, None)
+            }
+            State::Quick { .. } | State::Read { .. } => p.report(
                 s,
                 Outcome::Failed,
                 Some(Reason::StoreError),
