@@ -52,6 +52,7 @@ mod outcome;
 pub mod plan;
 mod session;
 pub mod store;
+pub mod watch;
 mod workspace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -68,6 +69,6 @@ pub use session::{
     SessionRecord, SessionStatus, UnknownWriteMode, WriteMode, format_ts,
 };
 pub use workspace::{
-    BLOB_DIR, DEFAULT_INLINE_THRESHOLD, Defect, GcReport, INDEX_FILE, VerifyReport, Workspace,
-    WorkspaceBuilder,
+    BLOB_DIR, DEFAULT_GC_GRACE, DEFAULT_INLINE_THRESHOLD, Defect, GcReport, INDEX_FILE,
+    VerifyReport, Workspace, WorkspaceBuilder,
 };

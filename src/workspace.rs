@@ -24,6 +24,8 @@ pub const INDEX_FILE: &str = "intake.db";
 pub const BLOB_DIR: &str = "blobs";
 /// Blobs up to this size are kept inside the index by default.
 pub const DEFAULT_INLINE_THRESHOLD: u64 = 64 * 1024;
+/// `gc` never removes a blob file written more recently than this.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
 /// A workspace: cheap to clone, safe to share between threads.
 #[derive(Clone)]
@@ -37,6 +39,7 @@ pub(crate) struct Inner {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) inline_threshold: u64,
+    pub(crate) gc_grace: Duration,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -50,13 +53,14 @@ impl std::fmt::Debug for Workspace {
 /// Opens or creates a workspace with non-default settings.
 ///
 /// Defaults: the system clock, blobs up to 64 KiB inline in the index, a
-/// 60 s wait for the index's write lock, the SQLite index and the local
-/// blob store.
+/// 60 s wait for the index's write lock, a one-hour grace before `gc` may
+/// remove a blob file, the SQLite index and the local blob store.
 #[must_use]
 pub struct WorkspaceBuilder {
     dir: PathBuf,
     clock: Arc<dyn Clock>,
     inline_threshold: u64,
+    gc_grace: Duration,
     busy_timeout: Duration,
     index: Option<Arc<dyn Index>>,
     blobs: Option<Arc<dyn BlobStore>>,
@@ -69,6 +73,7 @@ impl WorkspaceBuilder {
             dir: dir.into(),
             clock: Arc::new(SystemClock),
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
+            gc_grace: DEFAULT_GC_GRACE,
             busy_timeout: Duration::from_secs(60),
             index: None,
             blobs: None,
@@ -85,6 +90,15 @@ impl WorkspaceBuilder {
     /// 64 KiB; 0 sends every blob to the blob store).
     pub fn inline_threshold(mut self, bytes: u64) -> Self {
         self.inline_threshold = bytes;
+        self
+    }
+
+    /// `gc` never removes a blob file younger than this, whatever the
+    /// retention (default one hour): a running ingest writes a blob file
+    /// before the row that refers to it is committed, and such a file must
+    /// not be taken from under it.
+    pub fn gc_grace(mut self, grace: Duration) -> Self {
+        self.gc_grace = grace;
         self
     }
 
@@ -153,6 +167,7 @@ impl WorkspaceBuilder {
                 blobs,
                 clock: self.clock,
                 inline_threshold: self.inline_threshold,
+                gc_grace: self.gc_grace,
             }),
         })
     }
@@ -417,13 +432,19 @@ impl Workspace {
     }
 
     /// Drops versions replaced more than `retention` ago and every blob no
-    /// version refers to any more (blob files only once they are older than
-    /// `retention`, so a running ingest's fresh blobs are never taken).
+    /// version refers to any more. A blob file is removed only once it is
+    /// older than both `retention` and the grace period
+    /// ([`WorkspaceBuilder::gc_grace`]), so the fresh blobs of a running
+    /// ingest are never taken; a later `gc` removes what the grace kept.
     pub fn gc(&self, retention: chrono::Duration) -> Result<GcReport> {
         let now = self.now();
         let cutoff = now - retention;
+        let age = retention
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .max(self.inner.gc_grace);
         let file_cutoff = SystemTime::now()
-            .checked_sub(retention.to_std().unwrap_or(Duration::ZERO))
+            .checked_sub(age)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let idx = self.index().gc(cutoff).map_err(|e| self.err(e))?;
         let mut report = GcReport {

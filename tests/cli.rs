@@ -1406,12 +1406,21 @@ fn gc_with_zero_retention_removes_replaced_versions() {
     // The default retention keeps the old version recoverable.
     d.run(&["gc"]).assert_code(0);
     assert_eq!(history(&d, "big.bin").len(), 2);
+    // Zero retention drops the old version at once; its young blob file
+    // stays for the grace period (a running ingest might be about to use it).
     let r = d.run(&["--json", "gc", "--retention", "0s"]);
     r.assert_code(0);
     assert_eq!(r.lines[0]["versions"], 1, "{}", r.context());
     let h = history(&d, "big.bin");
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["blake3"], hex(&big(b'2')));
+    assert_eq!(d.blob_files().len(), 2);
+    d.run(&["verify"]).assert_code(0);
+    // With no grace, the file goes too.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let r = d.run(&["--json", "gc", "--retention", "0s", "--grace", "0s"]);
+    r.assert_code(0);
+    assert_eq!(r.lines[0]["orphans"], 1, "{}", r.context());
     let blobs = d.blob_files();
     assert_eq!(blobs.len(), 1, "{blobs:?}");
     assert!(blobs[0].ends_with(hex(&big(b'2'))));

@@ -58,6 +58,10 @@ pub enum Command {
         /// Keep replaced versions and unreferenced blobs younger than this.
         #[arg(long, default_value = "7d", value_name = "DURATION")]
         retention: String,
+        /// Never remove a blob file written more recently than this (a
+        /// running ingest may be about to refer to it).
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        grace: String,
     },
 }
 
@@ -160,9 +164,19 @@ pub struct WatchArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// A TOML file with any of these options.
+    /// A TOML file with any of these options (the command line wins).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// After SIGINT/SIGTERM, how long the files in flight may take before
+    /// the watcher exits anyway (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
+    /// Re-read and re-hash every file instead of trusting size and mtime.
+    #[arg(long, short = 'c')]
+    pub checksum: bool,
+    /// Reader threads (default: twice the cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 /// Log formats.
