@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Exit;
 use super::args::{Cli, Command, FilesCmd, IngestArgs, SelectArgs, SessionArgs, SessionCmd};
-use super::output::{Printer, human_bytes, println_locked};
+use super::output::{Printer, human_bytes, printable, println_locked};
 use super::user::creator;
 
 pub fn dispatch(cli: &Cli) -> Result<Exit> {
@@ -24,7 +24,7 @@ pub fn dispatch(cli: &Cli) -> Result<Exit> {
         Command::Session(c) => session(cli, c),
         Command::Files(c) => files(cli, c),
         Command::Verify => verify(cli),
-        Command::Gc { retention } => gc(cli, retention),
+        Command::Gc { retention, grace } => gc(cli, retention, grace),
     }
 }
 
@@ -157,7 +157,8 @@ fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
                     &json!({"type": "skipped", "source": path, "reason": why}).to_string(),
                 );
             } else if !quiet {
-                eprintln!("skipped     {}: {why}", path.display());
+                let line = format!("skipped     {}: {why}", path.display());
+                eprintln!("{}", printable(&line));
             }
             None
         }
@@ -433,8 +434,11 @@ fn verify(cli: &Cli) -> Result<Exit> {
     })
 }
 
-fn gc(cli: &Cli, retention: &str) -> Result<Exit> {
-    let ws = open(cli)?;
+fn gc(cli: &Cli, retention: &str, grace: &str) -> Result<Exit> {
+    let grace = intake::parse_duration(grace)?;
+    let ws = intake::WorkspaceBuilder::new(workspace_dir(cli)?)
+        .gc_grace(grace)
+        .open()?;
     let d = intake::parse_duration(retention)?;
     let d = chrono::Duration::from_std(d).context("--retention is too long")?;
     let r = ws.gc(d)?;

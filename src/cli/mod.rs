@@ -37,10 +37,29 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             let code = exit_for(&e);
-            eprintln!("intake: error: {e:#}");
+            eprintln!("intake: error: {}", output::printable(&error_text(&e)));
             code.into()
         }
     }
+}
+
+/// The error and its causes on one line, like `{:#}`, but without a cause
+/// that the message before it already ends with: the library's errors show
+/// their source in their own message (for callers that print only that), so
+/// the full chain would say everything twice.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if text.ends_with(&s) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&s);
+    }
+    text
 }
 
 fn exit_for(e: &anyhow::Error) -> Exit {

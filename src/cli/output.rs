@@ -87,13 +87,13 @@ impl Printer {
             if let Some(m) = &r.message {
                 s.push_str(&format!(": {m}"));
             }
-            s
+            printable(&s).into_owned()
         };
         match r.outcome {
             Outcome::Failed => self.above_bar(|| eprintln!("{}", line())),
             Outcome::Refused if !self.refused_noted => {
                 self.refused_noted = true;
-                let msg = r.message.clone().unwrap_or_default();
+                let msg = printable(r.message.as_deref().unwrap_or_default()).into_owned();
                 self.above_bar(|| eprintln!("intake: {msg}; every further file is refused"));
             }
             _ if self.verbose || (self.dry_run && !self.quiet) => {
@@ -160,6 +160,25 @@ impl Printer {
             s.session_id
         ));
     }
+}
+
+/// `s` with its control characters escaped (`\u{1b}`), for a terminal: a
+/// file name may hold any byte but `/` and NUL, and one that reached the
+/// terminal raw could move the cursor, retitle the window or clear it.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// Prints a line to stdout; a closed pipe (`| head`) ends quietly.
