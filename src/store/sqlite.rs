@@ -297,7 +297,6 @@ fn open_conn(path: &Path, create: bool, busy_timeout: Duration) -> Result<Connec
     }
     conn.execute_batch(
         "PRAGMA synchronous=FULL;
-         PRAGMA mmap_size=268435456;
          PRAGMA foreign_keys=OFF;
          PRAGMA cache_size=-32768;
          PRAGMA temp_store=MEMORY;",
