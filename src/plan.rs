@@ -222,6 +222,8 @@ pub struct Planner {
     extensions: Vec<String>,
     skip: HashSet<(u64, u64)>,
     roots: std::vec::IntoIter<PathBuf>,
+    /// Every root, absolute, in order (for [`Planner::plan_path`]).
+    all_roots: Vec<PathBuf>,
     stack: Vec<Frame>,
     /// (dev, inode) of the folders on the current path, for loop detection.
     ancestors: Vec<(u64, u64)>,
@@ -266,6 +268,7 @@ impl Planner {
             exclude,
             extensions,
             skip,
+            all_roots: roots.clone(),
             roots: roots.into_iter(),
             stack: Vec::new(),
             ancestors: Vec::new(),
@@ -565,6 +568,173 @@ impl Planner {
         let has_sidecar = frame.has_file(&sidecar_name(&file_name));
         Some(self.file_event(&dir, &rel, &file_name, has_sidecar, stat))
     }
+}
+
+/// Planning one path at a time, for a watcher: the same selection, naming,
+/// temporary-name, hidden and sidecar rules as the walk, applied to a path
+/// an event names instead of a path the walk reaches.
+impl Planner {
+    /// The plan of the file at `path` (absolute, under one of the roots) as
+    /// the walk would give it: `None` if the walk would leave it out (a
+    /// filter, a hidden or temporary name, a folder the walk would not enter,
+    /// a folder, a path that no longer exists). The first root, in order,
+    /// that contains `path` names it.
+    ///
+    /// A metadata sidecar `X.meta.json` plans its file `X` (with the
+    /// sidecar read afresh), so that a sidecar that appears or changes
+    /// (re)ingests `X`; without `X` beside it, a sidecar plans nothing (the
+    /// walk would report an orphan).
+    pub fn plan_path(&self, path: &Path) -> Option<PlanEvent> {
+        let (root, rel) = self.locate(path)?;
+        let comps = normal_components(rel)?;
+        let (file_name, dirs) = comps.split_last()?;
+        if !self.dirs_entered(root, dirs) {
+            return None;
+        }
+        if let Some(base) = file_name.as_bytes().strip_suffix(SIDECAR_SUFFIX.as_bytes())
+            && !base.is_empty()
+        {
+            let base = OsStr::from_bytes(base);
+            // A sidecar of a sidecar is never a file of its own either.
+            if base.as_bytes().ends_with(SIDECAR_SUFFIX.as_bytes()) {
+                return None;
+            }
+            let base_path = path.with_file_name(base);
+            return match fs::symlink_metadata(&base_path) {
+                Ok(m) if !m.is_dir() => self.plan_file(root, &base_path),
+                _ => None,
+            };
+        }
+        self.plan_file(root, path)
+    }
+
+    /// Whether the walk would descend into the folder `path` (a root, or a
+    /// folder under one): not hidden (unless `hidden`), not a temporary
+    /// name, not excluded, within `max_depth`, not the workspace, and not a
+    /// symbolic link unless `follow_links`.
+    pub fn enters_dir(&self, path: &Path) -> bool {
+        let Some((root, rel)) = self.locate_or_root(path) else {
+            return false;
+        };
+        let Some(comps) = normal_components(rel) else {
+            return false;
+        };
+        if comps.is_empty() {
+            return !self.is_skipped(root);
+        }
+        self.dirs_entered(root, &comps)
+    }
+
+    /// The first root that strictly contains `path`, and the relative rest.
+    fn locate<'a>(&self, path: &'a Path) -> Option<(&Path, &'a Path)> {
+        self.all_roots.iter().find_map(|r| {
+            path.strip_prefix(r)
+                .ok()
+                .filter(|rel| !rel.as_os_str().is_empty())
+                .map(|rel| (r.as_path(), rel))
+        })
+    }
+
+    /// Like `locate`, but a root itself is found too (with an empty rest).
+    fn locate_or_root<'a>(&self, path: &'a Path) -> Option<(&Path, &'a Path)> {
+        self.all_roots
+            .iter()
+            .find_map(|r| path.strip_prefix(r).ok().map(|rel| (r.as_path(), rel)))
+    }
+
+    fn is_skipped(&self, dir: &Path) -> bool {
+        !self.skip.is_empty()
+            && fs::metadata(dir).is_ok_and(|m| self.skip.contains(&(m.dev(), m.ino())))
+    }
+
+    /// Whether the walk enters every folder of `dirs`, in turn, from `root`.
+    fn dirs_entered(&self, root: &Path, dirs: &[&OsStr]) -> bool {
+        let mut rel = PathBuf::new();
+        let mut abs = root.to_path_buf();
+        for (i, name) in dirs.iter().enumerate() {
+            rel.push(name);
+            abs.push(name);
+            let depth = i + 1;
+            if (!self.opts.hidden && name.as_bytes().first() == Some(&b'.'))
+                || is_temporary(name)
+                || (!self.exclude.empty && self.exclude.matches(&rel, name))
+                || self.opts.max_depth.is_some_and(|m| depth >= m)
+            {
+                return false;
+            }
+            if !self.opts.follow_links
+                && fs::symlink_metadata(&abs).is_ok_and(|m| m.file_type().is_symlink())
+            {
+                return false;
+            }
+            if self.is_skipped(&abs) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The plan of a file (never a sidecar) whose folders the walk enters.
+    fn plan_file(&self, root: &Path, path: &Path) -> Option<PlanEvent> {
+        let rel = path.strip_prefix(root).ok()?;
+        let file_name = path.file_name()?;
+        let dir = path.parent()?;
+        let depth = rel.components().count();
+        if !self.opts.hidden && file_name.as_bytes().first() == Some(&b'.') {
+            return None;
+        }
+        let mut ty = fs::symlink_metadata(path).ok()?.file_type();
+        if ty.is_symlink() {
+            if !self.selected(rel, file_name) {
+                return None;
+            }
+            if !self.opts.follow_links {
+                return Some(PlanEvent::Skipped {
+                    path: path.to_path_buf(),
+                    why: "symbolic link not followed (use --follow-links)".into(),
+                });
+            }
+            match fs::metadata(path) {
+                Ok(m) => ty = m.file_type(),
+                Err(e) => {
+                    let shown = lossy(rel, self.opts.prefix.as_deref());
+                    let msg = if e.kind() == io::ErrorKind::NotFound {
+                        format!("{} is a dangling symbolic link", path.display())
+                    } else if e.raw_os_error() == Some(libc::ELOOP) {
+                        format!("{} is a symbolic link loop", path.display())
+                    } else {
+                        format!("cannot follow {}: {e}", path.display())
+                    };
+                    return Some(self.failed(shown, path.to_path_buf(), Reason::ReadError, msg));
+                }
+            }
+        }
+        if ty.is_dir() || !self.selected(rel, file_name) {
+            return None;
+        }
+        if !ty.is_file() {
+            return Some(PlanEvent::Skipped {
+                path: path.to_path_buf(),
+                why: format!("{}; only regular files are ingested", special_kind(&ty)),
+            });
+        }
+        if self.opts.max_depth.is_some_and(|m| depth > m) {
+            return None;
+        }
+        let has_sidecar =
+            fs::symlink_metadata(dir.join(sidecar_name(file_name))).is_ok_and(|m| !m.is_dir());
+        Some(self.file_event(dir, rel, file_name, has_sidecar, None))
+    }
+}
+
+/// The components of a relative path, if all are plain names.
+fn normal_components(rel: &Path) -> Option<Vec<&OsStr>> {
+    rel.components()
+        .map(|c| match c {
+            std::path::Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect()
 }
 
 impl Frame {
