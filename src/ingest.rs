@@ -149,19 +149,24 @@ pub struct IngestRun {
 }
 
 /// The quick-check records of recently seen directories, shared by the
-/// workers; a directory's records are loaded with one query.
+/// workers; a directory's records are loaded with one query, and kept up to
+/// date by the committer, so that a run that lasts (a watcher's) never
+/// trusts a record older than its own last commit of that file.
 #[derive(Default)]
 struct QuickCache {
     dirs: Mutex<KnownDirs>,
 }
 
-type KnownDir = HashMap<std::ffi::OsString, KnownSource>;
+type KnownDir = Mutex<HashMap<std::ffi::OsString, KnownSource>>;
 
 /// Loaded directories, and their order of loading for eviction.
 #[derive(Default)]
 struct KnownDirs {
     by_dir: HashMap<PathBuf, Arc<KnownDir>>,
     order: std::collections::VecDeque<PathBuf>,
+    /// Bumped by every update: a load that started before one is used once
+    /// but not kept, since it may predate the commit behind the update.
+    generation: u64,
 }
 
 impl QuickCache {
@@ -172,16 +177,23 @@ impl QuickCache {
         dir: &std::path::Path,
         load: impl FnOnce(&std::path::Path) -> std::result::Result<Vec<KnownSource>, StoreError>,
     ) -> std::result::Result<Arc<KnownDir>, StoreError> {
-        if let Some(k) = self.lock().by_dir.get(dir) {
-            return Ok(Arc::clone(k));
-        }
-        let known: Arc<KnownDir> = Arc::new(
+        let generation = {
+            let g = self.lock();
+            if let Some(k) = g.by_dir.get(dir) {
+                return Ok(Arc::clone(k));
+            }
+            g.generation
+        };
+        let known: Arc<KnownDir> = Arc::new(Mutex::new(
             load(dir)?
                 .into_iter()
                 .map(|k| (k.file.clone(), k))
                 .collect(),
-        );
+        ));
         let mut g = self.lock();
+        if g.generation != generation {
+            return Ok(known);
+        }
         if g.by_dir.len() >= Self::MAX_DIRS
             && let Some(old) = g.order.pop_front()
         {
@@ -194,6 +206,32 @@ impl QuickCache {
             g.order.push_back(dir.to_path_buf());
         }
         Ok(known)
+    }
+
+    /// Records a committed source file in its directory's entry, if loaded.
+    fn update(&self, rec: &SourceRecord, meta: Option<&Meta>) {
+        let (Some(dir), Some(file)) = (rec.path.parent(), rec.path.file_name()) else {
+            return;
+        };
+        let known = {
+            let mut g = self.lock();
+            g.generation += 1;
+            g.by_dir.get(dir).cloned()
+        };
+        if let Some(known) = known {
+            known.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                file.to_owned(),
+                KnownSource {
+                    file: file.to_owned(),
+                    size: rec.size,
+                    mtime_ns: rec.mtime_ns,
+                    name: rec.name.clone(),
+                    hash: rec.hash,
+                    current_hash: Some(rec.hash),
+                    current_meta: meta.map(|m| m.as_str().to_owned()),
+                },
+            );
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, KnownDirs> {
@@ -650,6 +688,7 @@ impl IngestRun {
         let known = self
             .quick_cache
             .get(dir, |d| self.ws.index().sources_in(d))?;
+        let known = known.lock().unwrap_or_else(|e| e.into_inner());
         let Some(rec) = known.get(file) else {
             return Ok(None);
         };
@@ -841,6 +880,20 @@ impl IngestRun {
                 continue;
             }
             txn.commit()?;
+            for (p, r) in batch.iter().zip(&out) {
+                if let State::Read {
+                    source: Some(src),
+                    meta,
+                    ..
+                } = &p.state
+                    && matches!(
+                        r.outcome,
+                        Outcome::Ingested | Outcome::Overwritten | Outcome::Unchanged
+                    )
+                {
+                    self.quick_cache.update(src, meta.as_ref());
+                }
+            }
             return Ok(out);
         }
     }
