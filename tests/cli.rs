@@ -1549,3 +1549,60 @@ fn decomposed_file_name_is_stored_nfc() {
     r.assert_outcomes(&[("caf\u{e9}.txt", "ingested")]);
     d.assert_workspace(&[("caf\u{e9}.txt", "nfd")]);
 }
+
+// ---------------------------------------------------------------------------
+// Interruption.
+
+#[test]
+fn sigint_finishes_files_in_flight_closes_the_session_and_exits_130() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command as StdCommand, Stdio};
+
+    let d = Dir::new();
+    const N: usize = 20_000;
+    for i in 0..N {
+        d.create(&format!("d{:03}/f{i:05}.txt", i / 100), format!("{i}"));
+    }
+    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_intake"))
+        .current_dir(d.root())
+        .env_remove("INTAKE_WORKSPACE")
+        .env("INTAKE_USER", "Ada Lovelace")
+        .args(["--workspace", "ws", "--json", "ingest", "src"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting intake");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen: Vec<Value> = Vec::new();
+    // Interrupt once the run is well under way.
+    while seen.len() < 100 {
+        let line = lines.next().expect("a line").expect("utf-8");
+        seen.push(serde_json::from_str(&line).expect("json"));
+    }
+    // SAFETY: kill(2) with a live child's pid and a valid signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    for line in lines {
+        seen.push(serde_json::from_str(&line.expect("utf-8")).expect("json"));
+    }
+    let status = child.wait().expect("waiting for intake");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+
+    let files: Vec<&Value> = seen.iter().filter(|v| v["type"] == "file").collect();
+    let summary = seen.last().expect("a summary");
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["counts"]["ingested"], files.len());
+    assert!(files.iter().all(|f| f["outcome"] == "ingested"));
+    assert!(files.len() < N, "the run finished before the signal");
+    // Exactly what was reported is in the workspace, and it is sound.
+    assert_eq!(d.names().len(), files.len());
+    d.run(&["verify"]).assert_code(0);
+    let sid = summary["session_id"].as_str().expect("session id");
+    let show = d.run(&["--json", "session", "show", sid]);
+    assert_eq!(show.lines[0]["status"], "CLOSED", "{}", show.context());
+    // The next run picks up the rest.
+    let r = d.ingest_src(&[]);
+    r.assert_code(0);
+    assert_eq!(r.summary()["counts"]["unchanged"], files.len());
+    assert_eq!(r.summary()["counts"]["ingested"], N - files.len());
+}

@@ -2,6 +2,8 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 use intake::plan::{PlanEvent, PlanOptions, Planner};
@@ -14,6 +16,7 @@ use uuid::Uuid;
 use super::Exit;
 use super::args::{Cli, Command, FilesCmd, IngestArgs, SelectArgs, SessionArgs, SessionCmd};
 use super::output::{Printer, human_bytes, printable, println_locked};
+use super::signals::Signals;
 use super::user::creator;
 
 pub fn dispatch(cli: &Cli) -> Result<Exit> {
@@ -163,10 +166,20 @@ fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
             None
         }
     });
+    // Ctrl-C: stop admitting files, finish and report those in flight,
+    // close the session; a second Ctrl-C exits at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    Signals::new()?.spawn(
+        move || flag.store(true, Ordering::SeqCst),
+        None,
+        tracing::dispatcher::get_default(|d| d.clone()),
+    )?;
     let mut run = ws
         .ingest(&session)
         .quick_check(!a.checksum)
-        .dry_run(a.dry_run);
+        .dry_run(a.dry_run)
+        .stop_flag(Arc::clone(&stop));
     if let Some(j) = a.jobs {
         run = run.parallelism(j);
     }
@@ -183,6 +196,10 @@ fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
     }
     printer.summary(&summary, a.dry_run);
     let c = summary.counts;
+    if stop.load(Ordering::SeqCst) {
+        eprintln!("intake: interrupted: the files not reported above were not attempted");
+        return Ok(Exit::Interrupted);
+    }
     Ok(if c.refused > 0 {
         Exit::Session
     } else if c.failed > 0 {

@@ -4,6 +4,7 @@
 pub mod args;
 mod commands;
 mod output;
+mod signals;
 mod user;
 mod watch_cmd;
 
@@ -22,6 +23,8 @@ pub enum Exit {
     Usage = 2,
     /// The session is expired or closed.
     Session = 3,
+    /// Stopped by SIGINT/SIGTERM before every file was attempted.
+    Interrupted = 130,
 }
 
 impl From<Exit> for ExitCode {

@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use intake::plan::Planner;
-use intake::watch::{StopHandle, WatchConfig, WatchError, WatchEvent, WatchSession, Watcher};
+use intake::watch::{WatchConfig, WatchError, WatchEvent, WatchSession, Watcher};
 use intake::{FileReport, Outcome, Workspace, WriteMode};
 use serde::Deserialize;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::Exit;
 use super::args::{Cli, LogFormat, SelectArgs, WatchArgs};
 use super::commands::{create_request, parse_id, plan_options};
 use super::output::{printable, println_locked};
+use super::signals::Signals;
 use super::user::creator;
 
 /// Default for `--stop-timeout`.
@@ -302,7 +302,12 @@ fn run(o: &Opts, dispatch: &tracing::Dispatch) -> Result<Exit> {
         config = config.parallelism(j);
     }
     let handle = Watcher::start(ws, config).map_err(to_anyhow)?;
-    signals.spawn(handle.stopper(), o.stop_timeout, dispatch.clone())?;
+    let stopper = handle.stopper();
+    signals.spawn(
+        move || stopper.stop(),
+        Some(o.stop_timeout),
+        dispatch.clone(),
+    )?;
     for ev in handle.events() {
         // Rotations and retries are logged by the library.
         if let WatchEvent::File(r) = ev {
@@ -404,72 +409,5 @@ fn file(o: &Opts, r: &FileReport) {
     match r.outcome {
         Outcome::Failed | Outcome::Refused => log!(warn),
         _ => log!(info),
-    }
-}
-
-/// SIGINT and SIGTERM: the first stops admitting files and lets the files
-/// in flight finish (at most `--stop-timeout`); a second exits at once.
-struct Signals {
-    rt: tokio::runtime::Runtime,
-    int: Signal,
-    term: Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Signals> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot set up signal handling")?;
-        let (int, term) = rt
-            .block_on(async {
-                Ok::<_, std::io::Error>((
-                    signal(SignalKind::interrupt())?,
-                    signal(SignalKind::terminate())?,
-                ))
-            })
-            .context("cannot set up signal handling")?;
-        Ok(Signals { rt, int, term })
-    }
-
-    fn spawn(
-        self,
-        stopper: StopHandle,
-        grace: Duration,
-        dispatch: tracing::Dispatch,
-    ) -> Result<()> {
-        let Signals {
-            rt,
-            mut int,
-            mut term,
-        } = self;
-        std::thread::Builder::new()
-            .name("intake-signals".into())
-            .spawn(move || {
-                let _guard = tracing::dispatcher::set_default(&dispatch);
-                rt.block_on(async move {
-                    let name = tokio::select! {
-                        _ = int.recv() => "SIGINT",
-                        _ = term.recv() => "SIGTERM",
-                    };
-                    tracing::info!(
-                        "{name}: no new files; finishing the files in flight (at most {grace:?}; send it again to stop at once)"
-                    );
-                    stopper.stop();
-                    let code = tokio::select! {
-                        _ = int.recv() => 128 + libc::SIGINT,
-                        _ = term.recv() => 128 + libc::SIGTERM,
-                        _ = tokio::time::sleep(grace) => {
-                            tracing::warn!(
-                                "the files in flight took longer than {grace:?}; stopping now (the next start picks up what was not committed)"
-                            );
-                            0
-                        }
-                    };
-                    std::process::exit(code);
-                })
-            })
-            .context("cannot set up signal handling")?;
-        Ok(())
     }
 }
