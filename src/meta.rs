@@ -105,6 +105,17 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    /// Regression (fuzz target `sidecar`): serde_json's default float parser
+    /// is not correctly rounded, so this 79-digit number came out one unit in
+    /// the last place off, and its canonical text then parsed to another
+    /// number: the canonical form was not a fixed point.
+    #[test]
+    fn canonical_form_of_a_long_decimal_reparses_to_itself() {
+        let long = format!(r#"{{"n":-{}555{}0.0}}"#, "3".repeat(55), "3".repeat(20));
+        let m = Meta::parse(long.as_bytes()).unwrap().unwrap();
+        assert_eq!(Meta::parse(m.as_str().as_bytes()), Ok(Some(m)));
+    }
+
     #[test]
     fn errors_say_what_is_wrong() {
         assert!(matches!(Meta::parse(b"{"), Err(MetaError::Json(_))));

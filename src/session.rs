@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
@@ -148,14 +148,22 @@ impl CreateSession {
         self
     }
 
-    /// The expiry for a session created at `now`.
+    /// The expiry for a session created at `now`. A lifetime that reaches
+    /// past the last instant RFC 3339 can write (9999-12-31T23:59:59.999999Z)
+    /// ends there: the session must be writable as the data model says.
     pub fn expiry(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if self.expires_at.is_some() {
             return self.expires_at;
         }
+        let (first, last) = rfc3339_range();
+        let after = |d: Duration| match now.checked_add_signed(d) {
+            Some(t) => t.clamp(first, last),
+            None if d < Duration::zero() => first,
+            None => last,
+        };
         match self.ttl {
-            Lifetime::Default => Some(now + DEFAULT_TTL),
-            Lifetime::Ttl(d) => Some(now + d),
+            Lifetime::Default => Some(after(DEFAULT_TTL)),
+            Lifetime::Ttl(d) => Some(after(d)),
             Lifetime::Forever => None,
         }
     }
@@ -252,6 +260,31 @@ pub fn format_ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
+/// The first and last instants RFC 3339 can write in UTC: its years have
+/// four digits, 0000 to 9999.
+fn rfc3339_range() -> (DateTime<Utc>, DateTime<Utc>) {
+    (
+        DateTime::from_timestamp(-62_167_219_200, 0).unwrap_or(DateTime::<Utc>::MIN_UTC),
+        DateTime::from_timestamp_micros(253_402_300_799_999_999)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+    )
+}
+
+/// Parses an RFC 3339 timestamp into UTC. One whose UTC year falls outside
+/// 0000 to 9999 (`0000-01-01T00:00:00+01:00`) is refused: written in UTC it
+/// would not be RFC 3339, and intake could not read its own output back.
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, String> {
+    let t = DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("invalid RFC 3339 timestamp {s:?}: {e}"))?;
+    if !(0..=9999).contains(&t.year()) {
+        return Err(format!(
+            "invalid RFC 3339 timestamp {s:?}: in UTC it falls outside the years 0000 to 9999"
+        ));
+    }
+    Ok(t)
+}
+
 mod rfc3339 {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
@@ -262,9 +295,7 @@ mod rfc3339 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 timestamp {s:?}: {e}")))
+        super::parse_ts(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -281,14 +312,8 @@ mod rfc3339_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         let s = Option::<String>::deserialize(d)?;
-        s.map(|s| {
-            DateTime::parse_from_rfc3339(&s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| {
-                    serde::de::Error::custom(format!("invalid RFC 3339 timestamp {s:?}: {e}"))
-                })
-        })
-        .transpose()
+        s.map(|s| super::parse_ts(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -345,6 +370,56 @@ mod tests {
             "merge".parse::<WriteMode>(),
             Err(UnknownWriteMode("merge".into()))
         );
+    }
+
+    /// Regression (found probing the `session_json` fuzz target's property):
+    /// `0000-01-01T00:00:00+01:00` parsed, and was written back as
+    /// `-0001-12-31T23:00:00Z`, which intake then refused to read.
+    #[test]
+    fn timestamp_outside_years_0000_to_9999_in_utc_is_refused() {
+        let json = |ts: &str| {
+            format!(
+                r#"{{"created_at":"{ts}","created_by":{{"user_id":"00000000-0000-0000-0000-000000000000","given_name":"A","family_name":"B"}},"expires_at":"{ts}"}}"#
+            )
+        };
+        for ts in ["0000-01-01T00:00:00+01:00", "9999-12-31T23:59:59-00:01"] {
+            let e = serde_json::from_str::<Session>(&json(ts)).unwrap_err();
+            assert!(
+                e.to_string().contains("outside the years 0000 to 9999"),
+                "{e}"
+            );
+        }
+        // The edges themselves are fine, and read back as they were.
+        for ts in [
+            "0000-01-01T00:00:00Z",
+            "0000-01-01T00:59:00-00:59",
+            "9999-12-31T23:59:59.999999Z",
+            "9999-12-31T23:59:59+00:01",
+        ] {
+            let s: Session = serde_json::from_str(&json(ts)).unwrap();
+            let back: Session = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+            assert_eq!(back, s, "{ts}");
+        }
+    }
+
+    /// Regression: `intake session create --ttl 100000000d` panicked with
+    /// "`DateTime + TimeDelta` overflowed"; a smaller ttl past the year 9999
+    /// gave an `expires_at` intake could not read back.
+    #[test]
+    fn ttl_past_the_year_9999_ends_there_instead_of_overflowing() {
+        let now: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let expiry = |d| {
+            CreateSession::new(WriteMode::Keep)
+                .lifetime(Lifetime::Ttl(d))
+                .expiry(now)
+        };
+        let last: DateTime<Utc> = "9999-12-31T23:59:59.999999Z".parse().unwrap();
+        let first: DateTime<Utc> = "0000-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(expiry(Duration::days(100_000_000)), Some(last));
+        assert_eq!(expiry(Duration::days(3_650_000)), Some(last));
+        assert_eq!(expiry(Duration::MAX), Some(last));
+        assert_eq!(expiry(Duration::MIN), Some(first));
+        assert_eq!(expiry(Duration::hours(2)), Some(now + Duration::hours(2)));
     }
 
     #[test]

@@ -438,7 +438,10 @@ impl Workspace {
     /// ingest are never taken; a later `gc` removes what the grace kept.
     pub fn gc(&self, retention: chrono::Duration) -> Result<GcReport> {
         let now = self.now();
-        let cutoff = now - retention;
+        // A retention longer than the calendar keeps every version.
+        let cutoff = now
+            .checked_sub_signed(retention)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let age = retention
             .to_std()
             .unwrap_or(Duration::ZERO)

@@ -1,0 +1,455 @@
+//! The conflict check: from "here is a candidate name with its hash (and
+//! metadata)" to the write-mode decision, against an index of 10^4, 10^5 and
+//! 10^6 names.
+//!
+//! Two paths are measured, per name:
+//!
+//! - `hit_same|hit_diff|miss/<MODE>`: [`Workspace::current`] (a pooled read
+//!   connection) and then [`intake::decide`]; what a dry run does.
+//! - `txn_hit_same|txn_hit_diff|txn_miss/<MODE>`: inside a write transaction
+//!   ([`Index::begin`]), `txn.current(name)` and then `decide`, which is what
+//!   the committer does. A transaction serves [`TXN_BATCH`] names (the
+//!   committer's default group commit) and is then dropped (rolled back); its
+//!   begin and rollback are part of the time, amortized over the batch.
+//!   `txn_begin_rollback` is that overhead alone, per transaction.
+//!
+//! `hit_same` is a candidate with the content the name holds (`Unchanged`),
+//! `hit_diff` one with other content (`Keep`, `Overwrite` or `Conflict` by
+//! mode), `miss` a name that is not in the index (`Ingest`). Every decision
+//! is checked against the table, so a broken lookup cannot give a fast
+//! number. Candidates are a fixed pseudo-random sample of [`SAMPLE`] names,
+//! visited round-robin, one name per criterion iteration: the reported time
+//! is the time per name. The sample is small enough to stay in SQLite's page
+//! cache after the warm-up, so this is the hot-cache cost.
+//!
+//! The indexes are built once through the public library (a KEEP session
+//! ingesting `d0000/f0000000`, … with small unique contents, all inline in
+//! SQLite) and kept under `target/bench-data/conflict_check/` keyed by size,
+//! so later runs start at once. Delete that directory to rebuild them.
+//!
+//! ```text
+//! cargo bench --bench conflict_check                 # everything
+//! cargo bench --bench conflict_check -- 1e4/         # one size
+//! ```
+//!
+//! At the end it prints the median per name at each size and the ratio of
+//! 10^6 to 10^4 against the targets (≤ 2 µs per name at 10^6, ≤ 2× the cost
+//! at 10^4).
+
+use std::fs;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use intake::store::{Entry, Index, SqliteIndex};
+use intake::{
+    CreateSession, Decision, Hash, INDEX_FILE, Identity, Item, Name, SessionOauthUser, Workspace,
+    WorkspaceBuilder, WriteMode, decide,
+};
+
+/// Index sizes, with the label used in benchmark ids and directory names.
+const SIZES: [(u64, &str); 3] = [(10_000, "1e4"), (100_000, "1e5"), (1_000_000, "1e6")];
+/// Candidates per benchmark, visited round-robin.
+const SAMPLE: usize = 1_000;
+/// Names looked up per write transaction (the committer's default batch).
+const TXN_BATCH: u64 = 1_024;
+/// Bump when the content of the cached indexes changes.
+const LAYOUT: &str = "v1";
+const MODES: [WriteMode; 3] = [WriteMode::Keep, WriteMode::Overwrite, WriteMode::Fail];
+
+/// Targets from the task.
+const TARGET_NS_AT_1E6: f64 = 2_000.0;
+const TARGET_RATIO: f64 = 2.0;
+
+fn name_of(i: u64) -> String {
+    format!("d{:04}/f{:07}", i / 1000, i)
+}
+
+/// A name that is not in the index but sorts right after `name_of(i)`, so a
+/// miss walks to a random leaf like a hit does (a miss past the last name
+/// would only touch the B-tree's right edge).
+fn missing_name_of(i: u64) -> String {
+    format!("d{:04}/f{:07}.new", i / 1000, i)
+}
+
+fn content_of(i: u64) -> Vec<u8> {
+    format!("intake conflict_check content {i}\n").into_bytes()
+}
+
+fn other_content_of(i: u64) -> Vec<u8> {
+    format!("intake conflict_check other content {i}\n").into_bytes()
+}
+
+/// splitmix64: a fixed, dependency-free pseudo-random sequence.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The name exists with the candidate's content.
+    HitSame,
+    /// The name exists with other content.
+    HitDiff,
+    /// The name does not exist.
+    Miss,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::HitSame, Kind::HitDiff, Kind::Miss];
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::HitSame => "hit_same",
+            Kind::HitDiff => "hit_diff",
+            Kind::Miss => "miss",
+        }
+    }
+
+    fn expected(self, mode: WriteMode) -> Decision {
+        match (self, mode) {
+            (Kind::HitSame, _) => Decision::Unchanged,
+            (Kind::Miss, _) => Decision::Ingest,
+            (Kind::HitDiff, WriteMode::Keep) => Decision::Keep,
+            (Kind::HitDiff, WriteMode::Overwrite) => Decision::Overwrite,
+            (Kind::HitDiff, WriteMode::Fail) => Decision::Conflict,
+        }
+    }
+}
+
+/// A candidate: a name with the hash of the file that would go there.
+struct Candidate {
+    name: String,
+    hash: Hash,
+}
+
+fn candidates(n: u64, kind: Kind) -> Vec<Candidate> {
+    let mut rng = Rng(0x1A7A_CE00 ^ n);
+    (0..SAMPLE)
+        .map(|_| {
+            let i = rng.next() % n;
+            match kind {
+                Kind::HitSame => Candidate {
+                    name: name_of(i),
+                    hash: Hash::of(&content_of(i)),
+                },
+                Kind::HitDiff => Candidate {
+                    name: name_of(i),
+                    hash: Hash::of(&other_content_of(i)),
+                },
+                Kind::Miss => Candidate {
+                    name: missing_name_of(i),
+                    hash: Hash::of(&content_of(i)),
+                },
+            }
+        })
+        .collect()
+}
+
+fn identity(e: &Entry) -> Identity<'_> {
+    Identity {
+        hash: &e.hash,
+        meta: e.meta.as_deref(),
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// An index of `n` names: the workspace, and the index itself for the
+/// write-transaction path.
+struct Fixture {
+    ws: Workspace,
+    index: Arc<SqliteIndex>,
+}
+
+fn open(dir: &Path) -> Fixture {
+    let index = Arc::new(
+        SqliteIndex::open(&dir.join(INDEX_FILE), true, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("opening the index in {}: {e}", dir.display())),
+    );
+    let ws = WorkspaceBuilder::new(dir)
+        .index(index.clone())
+        .create()
+        .unwrap_or_else(|e| panic!("opening the workspace {}: {e}", dir.display()));
+    Fixture { ws, index }
+}
+
+/// Opens the cached index of `n` names, building it first if it is not
+/// there (or was left incomplete by an interrupted build).
+fn fixture(n: u64, label: &str) -> Fixture {
+    let dir = target_dir()
+        .join("bench-data/conflict_check")
+        .join(format!("{LAYOUT}-{label}"));
+    let marker = dir.join("complete");
+    let complete = fs::read_to_string(&marker).is_ok_and(|s| s.trim() == n.to_string());
+    if !complete {
+        if dir.exists() {
+            fs::remove_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("removing the stale {}: {e}", dir.display()));
+        }
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        eprintln!(
+            "conflict_check: building the index of {n} names in {}",
+            dir.display()
+        );
+        let started = Instant::now();
+        let f = open(&dir);
+        let user = SessionOauthUser {
+            user_id: uuid::Uuid::nil(),
+            given_name: "Bench".into(),
+            family_name: "Mark".into(),
+        };
+        let session =
+            f.ws.create_session(&CreateSession::new(WriteMode::Keep), user)
+                .unwrap_or_else(|e| panic!("creating a session: {e}"));
+        let items = (0..n).map(|i| {
+            let name = Name::new(&name_of(i)).unwrap_or_else(|e| panic!("{e}"));
+            Item::bytes(name, content_of(i))
+        });
+        let summary =
+            f.ws.ingest(&session)
+                .batch(8192, 64 << 20)
+                .run(items, |_| {})
+                .unwrap_or_else(|e| panic!("building the index: {e}"));
+        assert_eq!(
+            (summary.counts.ingested, summary.counts.total()),
+            (n, n),
+            "building the index: {:?}",
+            summary.counts
+        );
+        f.ws.close_session(session.session_id)
+            .unwrap_or_else(|e| panic!("closing the session: {e}"));
+        drop(f);
+        fs::write(&marker, n.to_string())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", marker.display()));
+        eprintln!(
+            "conflict_check: built {n} names in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let f = open(&dir);
+    for i in [0, n / 2, n - 1] {
+        let e =
+            f.ws.current(&name_of(i))
+                .unwrap_or_else(|e| panic!("looking up {}: {e}", name_of(i)));
+        assert_eq!(
+            e.map(|e| e.hash),
+            Some(Hash::of(&content_of(i))),
+            "{} in {}: delete the directory to rebuild it",
+            name_of(i),
+            dir.display()
+        );
+    }
+    f
+}
+
+/// Whether criterion will measure (`cargo bench`), rather than run each
+/// benchmark once as a test (`cargo test --benches`) or list them.
+fn measuring() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
+}
+
+fn bench(c: &mut Criterion) {
+    for (n, label) in SIZES {
+        if n > SIZES[0].0 && !measuring() {
+            // As a test, the smallest index shows that every path works;
+            // building 10^6 names would only make `cargo test` slow.
+            eprintln!("conflict_check: skipping {label} outside `cargo bench`");
+            continue;
+        }
+        let f = fixture(n, label);
+        let mut g = c.benchmark_group(format!("conflict_check/{label}"));
+        g.throughput(Throughput::Elements(1));
+        for kind in Kind::ALL {
+            let cands = candidates(n, kind);
+            for mode in MODES {
+                let expected = kind.expected(mode);
+                let id = BenchmarkId::new(kind.label(), mode.as_str());
+                g.bench_function(id, |b| {
+                    let mut k = 0usize;
+                    b.iter(|| {
+                        let c = &cands[k % SAMPLE];
+                        k += 1;
+                        let existing =
+                            f.ws.current(black_box(&c.name))
+                                .unwrap_or_else(|e| panic!("looking up {}: {e}", c.name));
+                        let new = Identity {
+                            hash: &c.hash,
+                            meta: None,
+                        };
+                        let d = decide(mode, existing.as_ref().map(identity), new);
+                        assert_eq!(d, expected, "{}", c.name);
+                        d
+                    });
+                });
+                let id = BenchmarkId::new(format!("txn_{}", kind.label()), mode.as_str());
+                g.bench_function(id, |b| {
+                    b.iter_custom(|iters| {
+                        let mut k = 0usize;
+                        let mut left = iters;
+                        let start = Instant::now();
+                        while left > 0 {
+                            let chunk = left.min(TXN_BATCH);
+                            left -= chunk;
+                            let mut txn = f
+                                .index
+                                .begin(false)
+                                .unwrap_or_else(|e| panic!("beginning a transaction: {e}"));
+                            for _ in 0..chunk {
+                                let c = &cands[k % SAMPLE];
+                                k += 1;
+                                let existing = txn
+                                    .current(black_box(&c.name))
+                                    .unwrap_or_else(|e| panic!("looking up {}: {e}", c.name));
+                                let new = Identity {
+                                    hash: &c.hash,
+                                    meta: None,
+                                };
+                                let d = decide(mode, existing.as_ref().map(identity), new);
+                                assert_eq!(d, expected, "{}", c.name);
+                                black_box(d);
+                            }
+                            drop(txn);
+                        }
+                        start.elapsed()
+                    });
+                });
+            }
+        }
+        g.bench_function("txn_begin_rollback", |b| {
+            b.iter(|| {
+                let txn = f
+                    .index
+                    .begin(false)
+                    .unwrap_or_else(|e| panic!("beginning a transaction: {e}"));
+                drop(black_box(txn));
+            });
+        });
+        g.finish();
+    }
+}
+
+/// Criterion's directory for its results.
+fn criterion_dir() -> PathBuf {
+    std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("criterion"))
+}
+
+/// Criterion's median (ns per iteration) of a benchmark run by this process.
+fn median_ns(group: &str, function: &str, value: &str, since: SystemTime) -> Option<f64> {
+    let safe = |s: &str| s.replace(['?', '"', '/', '\\', '*', '<', '>', ':', '|', '^'], "_");
+    let path = criterion_dir()
+        .join(safe(group))
+        .join(safe(function))
+        .join(safe(value))
+        .join("new/estimates.json");
+    let fresh = fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= since);
+    if !fresh {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+fn fmt_ns(ns: Option<f64>) -> String {
+    match ns {
+        Some(ns) if ns >= 1_000.0 => format!("{:.2} µs", ns / 1_000.0),
+        Some(ns) => format!("{ns:.0} ns"),
+        None => "-".into(),
+    }
+}
+
+/// Prints the medians per name and the 10^6 : 10^4 ratio against the targets.
+fn summary(since: SystemTime) {
+    let mut rows = Vec::new();
+    for prefix in ["", "txn_"] {
+        for kind in Kind::ALL {
+            for mode in MODES {
+                let function = format!("{prefix}{}", kind.label());
+                let m: Vec<Option<f64>> = SIZES
+                    .iter()
+                    .map(|(_, l)| {
+                        median_ns(
+                            &format!("conflict_check/{l}"),
+                            &function,
+                            mode.as_str(),
+                            since,
+                        )
+                    })
+                    .collect();
+                rows.push((format!("{function}/{}", mode.as_str()), m));
+            }
+        }
+    }
+    if rows.iter().all(|(_, m)| m.iter().all(Option::is_none)) {
+        return;
+    }
+    println!();
+    println!("conflict_check: criterion's median time per name");
+    println!(
+        "{:<24} {:>10} {:>10} {:>10} {:>10}  {:<24} result",
+        "benchmark", "1e4", "1e5", "1e6", "1e6/1e4", "target"
+    );
+    for (id, m) in rows {
+        let ratio = match (m[0], m[2]) {
+            (Some(a), Some(b)) if a > 0.0 => Some(b / a),
+            _ => None,
+        };
+        let verdict = match (m[2], ratio) {
+            (Some(t), Some(r)) if t <= TARGET_NS_AT_1E6 && r <= TARGET_RATIO => "PASS",
+            (Some(_), Some(_)) => "MISS",
+            _ => "-",
+        };
+        println!(
+            "{:<24} {:>10} {:>10} {:>10} {:>10}  {:<24} {verdict}",
+            id,
+            fmt_ns(m[0]),
+            fmt_ns(m[1]),
+            fmt_ns(m[2]),
+            ratio.map_or("-".into(), |r| format!("{r:.2}x")),
+            "<= 2 µs at 1e6, <= 2x",
+        );
+    }
+    let txn: Vec<String> = SIZES
+        .iter()
+        .map(|(_, l)| {
+            let ns = median_ns(
+                &format!("conflict_check/{l}"),
+                "txn_begin_rollback",
+                "",
+                since,
+            );
+            format!("{l}: {}", fmt_ns(ns))
+        })
+        .collect();
+    println!("txn_begin_rollback (per transaction): {}", txn.join(", "));
+}
+
+fn main() {
+    let since = SystemTime::now();
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+    summary(since);
+}

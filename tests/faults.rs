@@ -1,0 +1,842 @@
+//! Fault injection through the storage seams (`intake::store::{Index,
+//! WriteTxn, BlobStore, BlobWriter}`): `ENOSPC` and `EIO` at every step of
+//! one file's ingest, for inline and external blobs, as one table.
+//!
+//! For every case, the target file comes out `failed (store_error)` and
+//! every other file of the run `ingested`. The workspace passes `verify`,
+//! holds nothing of the target (no name, no history, no blob row, no
+//! temporary file), and the same run without the fault ingests it.
+//!
+//! Two steps belong to a batch, not to a file: the blob store's `sync` (one
+//! directory fsync for every blob of the batch) and the index's `begin`.
+//! Those cases run one reader and commit one file per batch, so that the
+//! fault lands on the target's own step and nowhere else; what a failed
+//! `sync` does to the other files of a larger batch is a test of its own
+//! below. The other steps run two readers at the default batching, so the
+//! target shares its batch and the committer's file-by-file retry is what
+//! keeps the others `ingested`.
+
+// A test that hits an unexpected error should panic where it happened.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use intake::store::{
+    BlobRecord, BlobStore, BlobWriter, Entry, FsBlobStore, Index, IndexGc, KnownSource,
+    OutcomeRecord, SourceRecord, SqliteIndex, StoreError, WriteTxn,
+};
+use intake::{
+    CreateSession, DEFAULT_INLINE_THRESHOLD, Error, FileReport, Hash, IngestionStatus, Item,
+    Lifetime, Name, Outcome, Reason, Session, SessionOauthUser, SessionRecord, Workspace,
+    WorkspaceBuilder, WriteMode,
+};
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------
+// The fault: which step, which error, which file.
+
+/// A step of one file's ingest that can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// `BlobStore::writer`: creating the temporary file.
+    BlobWriter,
+    /// `BlobWriter::write`.
+    BlobWrite,
+    /// `BlobWriter::finish`: fsync and rename into place.
+    BlobFinish,
+    /// `BlobStore::sync`: the directory fsync before the batch commits.
+    BlobSync,
+    /// `Index::begin`: the write transaction (and its lock).
+    Begin,
+    /// `WriteTxn::put_blob`.
+    PutBlob,
+    /// `WriteTxn::write_version`.
+    WriteVersion,
+    /// `WriteTxn::record_source`: the quick-check record.
+    RecordSource,
+    /// `WriteTxn::record_outcome`.
+    RecordOutcome,
+    /// `WriteTxn::commit`.
+    Commit,
+}
+
+impl Step {
+    const ALL: [Step; 10] = [
+        Step::BlobWriter,
+        Step::BlobWrite,
+        Step::BlobFinish,
+        Step::BlobSync,
+        Step::Begin,
+        Step::PutBlob,
+        Step::WriteVersion,
+        Step::RecordSource,
+        Step::RecordOutcome,
+        Step::Commit,
+    ];
+
+    /// A step of the blob store, which an inline blob never reaches.
+    fn in_blob_store(self) -> bool {
+        matches!(
+            self,
+            Step::BlobWriter | Step::BlobWrite | Step::BlobFinish | Step::BlobSync
+        )
+    }
+
+    /// A step taken once per batch rather than once per file.
+    fn per_batch(self) -> bool {
+        matches!(self, Step::BlobSync | Step::Begin)
+    }
+}
+
+/// The injected error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Errno {
+    Enospc,
+    Eio,
+}
+
+impl Errno {
+    fn raw(self) -> i32 {
+        match self {
+            Errno::Enospc => libc::ENOSPC,
+            Errno::Eio => libc::EIO,
+        }
+    }
+
+    /// How the OS words it (it must reach the user).
+    fn text(self) -> &'static str {
+        match self {
+            Errno::Enospc => "No space left on device",
+            Errno::Eio => "Input/output error",
+        }
+    }
+}
+
+/// Where a case keeps its blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blobs {
+    /// In the index, with the row (the default for small files).
+    Inline,
+    /// In the blob store (`inline_threshold(0)`).
+    External,
+}
+
+/// The fault shared by the index and blob-store wrappers.
+struct Fault {
+    step: Step,
+    errno: Errno,
+    armed: AtomicBool,
+    /// The target file: its name, size, content hash and source path.
+    name: String,
+    size: u64,
+    hash: Hash,
+    /// Every name of the run in item order, and those whose outcome a
+    /// committed transaction has recorded: the first of `order` not yet in
+    /// `committed` is the file the committer's next batch starts with.
+    order: Vec<String>,
+    committed: Mutex<HashSet<String>>,
+    injected: AtomicU64,
+}
+
+impl Fault {
+    fn fires(&self, step: Step) -> bool {
+        self.step == step && self.armed.load(Ordering::SeqCst)
+    }
+
+    fn hit(&self, what: &str) -> StoreError {
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        StoreError::io(what, io::Error::from_raw_os_error(self.errno.raw()))
+    }
+
+    /// Whether the committer's next batch is the target's (exact with one
+    /// file per batch, which the per-batch cases use).
+    fn target_is_next(&self) -> bool {
+        let committed = self.committed.lock().unwrap();
+        self.order.iter().find(|n| !committed.contains(*n)) == Some(&self.name)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The blob store wrapper.
+
+struct FaultyBlobs {
+    inner: FsBlobStore,
+    fault: Arc<Fault>,
+}
+
+struct FaultyWriter {
+    inner: Box<dyn BlobWriter>,
+    fault: Arc<Fault>,
+    /// Started for the target (by its size).
+    target: bool,
+}
+
+impl BlobStore for FaultyBlobs {
+    fn writer(&self, size_hint: u64) -> Result<Box<dyn BlobWriter>, StoreError> {
+        let target = size_hint == self.fault.size;
+        if target && self.fault.fires(Step::BlobWriter) {
+            return Err(self.fault.hit("creating a blob"));
+        }
+        Ok(Box::new(FaultyWriter {
+            inner: self.inner.writer(size_hint)?,
+            fault: Arc::clone(&self.fault),
+            target,
+        }))
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        if self.fault.fires(Step::BlobSync) && self.fault.target_is_next() {
+            return Err(self.fault.hit("syncing the blob folders"));
+        }
+        self.inner.sync()
+    }
+    fn contains(&self, hash: &Hash) -> Result<bool, StoreError> {
+        self.inner.contains(hash)
+    }
+    fn open(&self, hash: &Hash) -> Result<Box<dyn Read + Send>, StoreError> {
+        self.inner.open(hash)
+    }
+    fn remove(&self, hash: &Hash, cutoff: SystemTime) -> Result<bool, StoreError> {
+        self.inner.remove(hash, cutoff)
+    }
+    fn list(&self, visit: &mut dyn FnMut(Hash, SystemTime)) -> Result<(), StoreError> {
+        self.inner.list(visit)
+    }
+    fn remove_stale(&self, cutoff: SystemTime) -> Result<u64, StoreError> {
+        self.inner.remove_stale(cutoff)
+    }
+}
+
+impl Write for FaultyWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.target && self.fault.fires(Step::BlobWrite) {
+            self.fault.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(io::Error::from_raw_os_error(self.fault.errno.raw()));
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl BlobWriter for FaultyWriter {
+    fn finish(self: Box<Self>, hash: &Hash) -> Result<(), StoreError> {
+        if *hash == self.fault.hash && self.fault.fires(Step::BlobFinish) {
+            // Dropping the inner writer discards its temporary file, as a
+            // failed fsync or rename leaves it to do.
+            return Err(self.fault.hit("syncing a blob"));
+        }
+        self.inner.finish(hash)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The index wrapper.
+
+struct FaultyIndex {
+    inner: SqliteIndex,
+    fault: Arc<Fault>,
+}
+
+struct FaultyTxn<'a> {
+    inner: Box<dyn WriteTxn + 'a>,
+    fault: Arc<Fault>,
+    /// Names whose outcome this transaction recorded.
+    recorded: Vec<String>,
+    /// Whether it wrote a version of the target.
+    wrote_target: bool,
+}
+
+impl Index for FaultyIndex {
+    fn begin(&self, durable: bool) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+        // Only a transaction that may write a version is durable; the one
+        // that records a failure afterwards is not, and goes through.
+        if durable && self.fault.fires(Step::Begin) && self.fault.target_is_next() {
+            return Err(self.fault.hit("starting a write transaction"));
+        }
+        Ok(Box::new(FaultyTxn {
+            inner: self.inner.begin(durable)?,
+            fault: Arc::clone(&self.fault),
+            recorded: Vec::new(),
+            wrote_target: false,
+        }))
+    }
+    fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.inner.create_session(session)
+    }
+    fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.session(id)
+    }
+    fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.inner.sessions()
+    }
+    fn close_session(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.inner.close_session(id, at)
+    }
+    fn is_closed(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.inner.is_closed(id)
+    }
+    fn current(&self, name: &str) -> Result<Option<Entry>, StoreError> {
+        self.inner.current(name)
+    }
+    fn sources_in(&self, dir: &Path) -> Result<Vec<KnownSource>, StoreError> {
+        self.inner.sources_in(dir)
+    }
+    fn list(
+        &self,
+        prefix: Option<&str>,
+        visit: &mut dyn FnMut(Entry) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.list(prefix, visit)
+    }
+    fn history(&self, name: &str) -> Result<Vec<Entry>, StoreError> {
+        self.inner.history(name)
+    }
+    fn session_files(
+        &self,
+        id: Uuid,
+        visit: &mut dyn FnMut(OutcomeRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.session_files(id, visit)
+    }
+    fn inline_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.inline_blob(hash)
+    }
+    fn has_blob(&self, hash: &Hash) -> Result<bool, StoreError> {
+        self.inner.has_blob(hash)
+    }
+    fn blobs(&self, visit: &mut dyn FnMut(BlobRecord) -> bool) -> Result<(), StoreError> {
+        self.inner.blobs(visit)
+    }
+    fn dangling(&self) -> Result<Vec<(String, Hash)>, StoreError> {
+        self.inner.dangling()
+    }
+    fn names_of(&self, hash: &Hash) -> Result<Vec<String>, StoreError> {
+        self.inner.names_of(hash)
+    }
+    fn gc(&self, cutoff: DateTime<Utc>) -> Result<IndexGc, StoreError> {
+        self.inner.gc(cutoff)
+    }
+}
+
+impl WriteTxn for FaultyTxn<'_> {
+    fn current(&mut self, name: &str) -> Result<Option<Entry>, StoreError> {
+        self.inner.current(name)
+    }
+    fn has_blob(&mut self, hash: &Hash) -> Result<bool, StoreError> {
+        self.inner.has_blob(hash)
+    }
+    fn put_blob(&mut self, hash: &Hash, size: u64, data: Option<&[u8]>) -> Result<(), StoreError> {
+        if *hash == self.fault.hash && self.fault.fires(Step::PutBlob) {
+            return Err(self.fault.hit("storing a blob"));
+        }
+        self.inner.put_blob(hash, size, data)
+    }
+    fn write_version(&mut self, entry: &Entry, replaced: Option<&Entry>) -> Result<(), StoreError> {
+        if entry.name == self.fault.name {
+            if self.fault.fires(Step::WriteVersion) {
+                return Err(self.fault.hit("writing a version"));
+            }
+            self.wrote_target = true;
+        }
+        self.inner.write_version(entry, replaced)
+    }
+    fn record_source(&mut self, rec: &SourceRecord) -> Result<(), StoreError> {
+        if rec.name == self.fault.name && self.fault.fires(Step::RecordSource) {
+            return Err(self.fault.hit("recording a source"));
+        }
+        self.inner.record_source(rec)
+    }
+    fn record_outcome(&mut self, rec: &OutcomeRecord) -> Result<(), StoreError> {
+        // The fault hits the target's ingest; recording its failure after
+        // that goes through, so that the session counts it.
+        if rec.name == self.fault.name
+            && rec.outcome != Outcome::Failed
+            && self.fault.fires(Step::RecordOutcome)
+        {
+            return Err(self.fault.hit("recording an outcome"));
+        }
+        self.inner.record_outcome(rec)?;
+        self.recorded.push(rec.name.clone());
+        Ok(())
+    }
+    fn count_outcome(&mut self, session_id: Uuid, outcome: Outcome, size: u64) {
+        self.inner.count_outcome(session_id, outcome, size)
+    }
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        if self.wrote_target && self.fault.fires(Step::Commit) {
+            // Dropping the inner transaction rolls it back.
+            return Err(self.fault.hit("committing"));
+        }
+        let FaultyTxn {
+            inner,
+            fault,
+            recorded,
+            ..
+        } = *self;
+        inner.commit()?;
+        fault.committed.lock().unwrap().extend(recorded);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+fn user() -> SessionOauthUser {
+    SessionOauthUser {
+        user_id: Uuid::from_u128(0x0192_0000_0000_7000_8000_0000_0000_0002),
+        given_name: "Ada".into(),
+        family_name: "Lovelace".into(),
+    }
+}
+
+fn name(s: &str) -> Name {
+    Name::new(s).unwrap()
+}
+
+fn outcome_lines(v: impl IntoIterator<Item = (String, Outcome, Option<Reason>)>) -> Vec<String> {
+    v.into_iter()
+        .map(|(n, o, r)| match r {
+            Some(r) => format!("{n}: {o} {r}"),
+            None => format!("{n}: {o}"),
+        })
+        .collect()
+}
+
+fn report_lines(reports: &[FileReport]) -> Vec<String> {
+    outcome_lines(
+        reports
+            .iter()
+            .map(|r| (r.name.clone(), r.outcome, r.reason)),
+    )
+}
+
+fn assert_lines(what: &str, want: &[String], got: &[String]) {
+    assert!(
+        want == got,
+        "{what}:\n  expected: {want:#?}\n  actual:   {got:#?}"
+    );
+}
+
+fn read_all(ws: &Workspace, name: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    ws.read(name).unwrap().read_to_end(&mut v).unwrap();
+    v
+}
+
+fn tmp_files(ws_dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(ws_dir.join("blobs/tmp"))
+        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+fn status(ingested: u64, unchanged: u64, failed: u64, bytes: u64) -> IngestionStatus {
+    IngestionStatus {
+        finished_files: ingested + unchanged,
+        failed_files: failed,
+        ingested,
+        overwritten: 0,
+        unchanged,
+        kept: 0,
+        bytes,
+    }
+}
+
+/// One file of the run: bytes in memory or a file on disk.
+struct Spec {
+    name: &'static str,
+    on_disk: bool,
+    content: Vec<u8>,
+}
+
+/// The run: the target in the middle, files before and after it, from
+/// memory and from disk, every content (and so every size and hash)
+/// distinct, so the wrappers can tell the target by any of them.
+fn specs() -> Vec<Spec> {
+    let body = |tag: &str, len: usize| -> Vec<u8> {
+        let mut v = format!("<{tag}>").into_bytes();
+        v.resize(len, tag.as_bytes()[0]);
+        v
+    };
+    vec![
+        Spec {
+            name: "a.txt",
+            on_disk: false,
+            content: body("a", 101),
+        },
+        Spec {
+            name: "b.txt",
+            on_disk: true,
+            content: body("b", 202),
+        },
+        Spec {
+            name: "target.bin",
+            on_disk: true,
+            content: body("target", 777),
+        },
+        Spec {
+            name: "c.txt",
+            on_disk: false,
+            content: body("c", 303),
+        },
+        Spec {
+            name: "d.txt",
+            on_disk: true,
+            content: body("d", 404),
+        },
+    ]
+}
+
+const TARGET: &str = "target.bin";
+
+fn items(specs: &[Spec], src: &Path) -> Vec<Item> {
+    specs
+        .iter()
+        .map(|s| {
+            if s.on_disk {
+                Item::path(name(s.name), src.join(s.name))
+            } else {
+                Item::bytes(name(s.name), s.content.clone())
+            }
+        })
+        .collect()
+}
+
+struct Case {
+    step: Step,
+    errno: Errno,
+    blobs: Blobs,
+}
+
+impl fmt::Display for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} × {:?} × {:?} blobs",
+            self.step, self.errno, self.blobs
+        )
+    }
+}
+
+/// Runs one case and returns what it printed for the table.
+fn run_case(case: &Case) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, ws_dir) = (dir.path().join("src"), dir.path().join("ws"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&ws_dir).unwrap();
+    let specs = specs();
+    for s in specs.iter().filter(|s| s.on_disk) {
+        fs::write(src.join(s.name), &s.content).unwrap();
+    }
+    let target = specs.iter().find(|s| s.name == TARGET).unwrap();
+    let fault = Arc::new(Fault {
+        step: case.step,
+        errno: case.errno,
+        armed: AtomicBool::new(true),
+        name: TARGET.into(),
+        size: target.content.len() as u64,
+        hash: Hash::of(&target.content),
+        order: specs.iter().map(|s| s.name.to_owned()).collect(),
+        committed: Mutex::new(HashSet::new()),
+        injected: AtomicU64::new(0),
+    });
+    let index = Arc::new(FaultyIndex {
+        inner: SqliteIndex::open(
+            &ws_dir.join(intake::INDEX_FILE),
+            true,
+            Duration::from_secs(60),
+        )
+        .unwrap(),
+        fault: Arc::clone(&fault),
+    });
+    let blobs = Arc::new(FaultyBlobs {
+        inner: FsBlobStore::open(ws_dir.join(intake::BLOB_DIR)).unwrap(),
+        fault: Arc::clone(&fault),
+    });
+    let threshold = match case.blobs {
+        Blobs::Inline => DEFAULT_INLINE_THRESHOLD,
+        Blobs::External => 0,
+    };
+    let ws = WorkspaceBuilder::new(&ws_dir)
+        .inline_threshold(threshold)
+        .index(Arc::clone(&index) as Arc<dyn Index>)
+        .blob_store(blobs as Arc<dyn BlobStore>)
+        .create()
+        .unwrap();
+    let session = ws
+        .create_session(
+            &CreateSession::new(WriteMode::Keep).lifetime(Lifetime::Forever),
+            user(),
+        )
+        .unwrap();
+    let run = |ws: &Workspace| {
+        let mut reports = Vec::new();
+        let mut run = ws.ingest(&session).parallelism(2);
+        if case.step.per_batch() {
+            // One reader, so files reach the committer in order, one at a
+            // time; with a batch of one file, each commit is one file's.
+            run = run.parallelism(1).batch(1, u64::MAX);
+        }
+        run.run(items(&specs, &src), |r| reports.push(r.clone()))
+            .unwrap();
+        reports
+    };
+
+    // With the fault.
+    let reports = run(&ws);
+    let injected = fault.injected.load(Ordering::SeqCst);
+    let reaches = !(case.blobs == Blobs::Inline && case.step.in_blob_store());
+    let want: Vec<String> = outcome_lines(specs.iter().map(|s| {
+        if s.name == TARGET && reaches {
+            (s.name.into(), Outcome::Failed, Some(Reason::StoreError))
+        } else {
+            (s.name.into(), Outcome::Ingested, None)
+        }
+    }));
+    assert_lines(&format!("{case}"), &want, &report_lines(&reports));
+    let others: u64 = specs
+        .iter()
+        .filter(|s| s.name != TARGET)
+        .map(|s| s.content.len() as u64)
+        .sum();
+    let all = others + target.content.len() as u64;
+    let printed = if reaches {
+        assert!(injected >= 1, "{case}: the fault never fired");
+        let t = reports.iter().find(|r| r.name == TARGET).unwrap();
+        let msg = t.message.as_deref().unwrap_or_default();
+        assert!(msg.contains(case.errno.text()), "{case}: {msg}");
+        // No half state: no name, no history, no blob row, no temporary file.
+        assert_eq!(ws.current(TARGET).unwrap(), None, "{case}");
+        assert!(
+            matches!(ws.history(TARGET), Err(Error::NameNotFound(_))),
+            "{case}"
+        );
+        assert!(!index.has_blob(&fault.hash).unwrap(), "{case}");
+        assert_eq!(
+            ws.session(session.session_id).unwrap().ingestion,
+            status(4, 0, 1, others),
+            "{case}"
+        );
+        format!("target failed store_error ({injected} injected): {msg}")
+    } else {
+        assert_eq!(injected, 0, "{case}: an inline blob reached the blob store");
+        assert_eq!(
+            ws.session(session.session_id).unwrap().ingestion,
+            status(5, 0, 0, all),
+            "{case}"
+        );
+        "n/a: an inline blob never reaches the blob store; all ingested".to_owned()
+    };
+    assert_eq!(tmp_files(&ws_dir), Vec::<PathBuf>::new(), "{case}");
+    assert_eq!(ws.verify().unwrap().defects, vec![], "{case}");
+    let mut listed = Vec::new();
+    ws.session_files(session.session_id, |r| {
+        listed.push((r.name, r.outcome, r.reason));
+        true
+    })
+    .unwrap();
+    assert_lines(
+        &format!("{case}: session files"),
+        &want,
+        &outcome_lines(listed),
+    );
+    for s in specs.iter().filter(|s| s.name != TARGET || !reaches) {
+        assert_eq!(read_all(&ws, s.name), s.content, "{case}: {}", s.name);
+    }
+
+    // Without it: the same run converges.
+    fault.armed.store(false, Ordering::SeqCst);
+    let reports = run(&ws);
+    let want: Vec<String> = outcome_lines(specs.iter().map(|s| {
+        if s.name == TARGET && reaches {
+            (s.name.into(), Outcome::Ingested, None)
+        } else {
+            (s.name.into(), Outcome::Unchanged, None)
+        }
+    }));
+    assert_lines(
+        &format!("{case}, recovered"),
+        &want,
+        &report_lines(&reports),
+    );
+    assert_eq!(read_all(&ws, TARGET), target.content, "{case}");
+    assert_eq!(ws.verify().unwrap().defects, vec![], "{case}");
+    assert_eq!(tmp_files(&ws_dir), Vec::<PathBuf>::new(), "{case}");
+    let (ingested, unchanged, failed, bytes) = if reaches {
+        (5, 4, 1, 2 * others + target.content.len() as u64)
+    } else {
+        (5, 5, 0, 2 * all)
+    };
+    assert_eq!(
+        ws.session(session.session_id).unwrap().ingestion,
+        status(ingested, unchanged, failed, bytes),
+        "{case}, recovered"
+    );
+    printed
+}
+
+#[test]
+fn every_step_of_one_files_ingest_fails_only_that_file_and_recovers() {
+    let mut table = Vec::new();
+    for blobs in [Blobs::Inline, Blobs::External] {
+        for step in Step::ALL {
+            for errno in [Errno::Enospc, Errno::Eio] {
+                let case = Case { step, errno, blobs };
+                let line = run_case(&case);
+                eprintln!("{case:<40} {line}");
+                table.push(line);
+            }
+        }
+    }
+    assert_eq!(table.len(), 2 * Step::ALL.len() * 2);
+}
+
+// ---------------------------------------------------------------------------
+// A failed `sync` with a whole batch.
+
+/// A blob store whose `sync` fails while armed.
+struct FailingSync {
+    inner: FsBlobStore,
+    armed: Arc<AtomicBool>,
+}
+
+impl BlobStore for FailingSync {
+    fn writer(&self, size_hint: u64) -> Result<Box<dyn BlobWriter>, StoreError> {
+        self.inner.writer(size_hint)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        if self.armed.load(Ordering::SeqCst) {
+            return Err(StoreError::io(
+                "syncing the blob folders",
+                io::Error::from_raw_os_error(libc::EIO),
+            ));
+        }
+        self.inner.sync()
+    }
+    fn contains(&self, hash: &Hash) -> Result<bool, StoreError> {
+        self.inner.contains(hash)
+    }
+    fn open(&self, hash: &Hash) -> Result<Box<dyn Read + Send>, StoreError> {
+        self.inner.open(hash)
+    }
+    fn remove(&self, hash: &Hash, cutoff: SystemTime) -> Result<bool, StoreError> {
+        self.inner.remove(hash, cutoff)
+    }
+    fn list(&self, visit: &mut dyn FnMut(Hash, SystemTime)) -> Result<(), StoreError> {
+        self.inner.list(visit)
+    }
+    fn remove_stale(&self, cutoff: SystemTime) -> Result<u64, StoreError> {
+        self.inner.remove_stale(cutoff)
+    }
+}
+
+/// One directory fsync covers every external blob of a batch, so a failed
+/// one fails exactly those files. The rest of the batch needs nothing from
+/// the blob store and keeps its own outcome: an inline file is ingested, a
+/// file the quick check vouched for is unchanged, a file that had already
+/// failed (here: an invalid name) keeps its reason.
+#[test]
+fn failed_blob_sync_fails_only_the_files_stored_in_the_blob_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, ws_dir) = (dir.path().join("src"), dir.path().join("ws"));
+    fs::create_dir_all(&src).unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let blobs = FailingSync {
+        inner: FsBlobStore::open(ws_dir.join(intake::BLOB_DIR)).unwrap(),
+        armed: Arc::clone(&armed),
+    };
+    let ws = WorkspaceBuilder::new(&ws_dir)
+        .blob_store(Arc::new(blobs))
+        .create()
+        .unwrap();
+    let session = ws
+        .create_session(
+            &CreateSession::new(WriteMode::Keep).lifetime(Lifetime::Forever),
+            user(),
+        )
+        .unwrap();
+    let big = |fill: u8| vec![fill; 100 * 1024];
+    fs::write(src.join("old.txt"), "ingested by the first run").unwrap();
+    let run = |items: Vec<Item>| {
+        let mut reports = Vec::new();
+        // One batch: it is committed once every file has reached the
+        // committer, well before this delay.
+        ws.ingest(&session)
+            .max_delay(Duration::from_secs(60))
+            .run(items, |r| reports.push(r.clone()))
+            .unwrap();
+        reports
+    };
+    let first = run(vec![Item::path(name("old.txt"), src.join("old.txt"))]);
+    assert_lines(
+        "first run",
+        &["old.txt: ingested".to_owned()],
+        &report_lines(&first),
+    );
+
+    armed.store(true, Ordering::SeqCst);
+    let items = || {
+        vec![
+            Item::Failed {
+                name: "bad\u{1b}name.txt".into(),
+                source: None,
+                reason: Reason::InvalidName,
+                message: "the name contains a control character (U+001B)".into(),
+            },
+            Item::bytes(name("big1.bin"), big(b'1')),
+            Item::path(name("old.txt"), src.join("old.txt")),
+            Item::bytes(name("small.txt"), b"inline, in the index".to_vec()),
+            Item::bytes(name("big2.bin"), big(b'2')),
+        ]
+    };
+    let reports = run(items());
+    assert_lines(
+        "with a failing sync",
+        &[
+            "bad\u{1b}name.txt: failed invalid_name",
+            "big1.bin: failed store_error",
+            "old.txt: unchanged",
+            "small.txt: ingested",
+            "big2.bin: failed store_error",
+        ]
+        .map(String::from),
+        &report_lines(&reports),
+    );
+    assert!(
+        reports[1]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("Input/output error")),
+        "{:?}",
+        reports[1].message
+    );
+    assert_eq!(ws.current("big1.bin").unwrap(), None);
+    assert_eq!(ws.current("big2.bin").unwrap(), None);
+    assert_eq!(ws.verify().unwrap().defects, vec![]);
+
+    armed.store(false, Ordering::SeqCst);
+    let reports = run(items());
+    assert_lines(
+        "recovered",
+        &[
+            "bad\u{1b}name.txt: failed invalid_name",
+            "big1.bin: ingested",
+            "old.txt: unchanged",
+            "small.txt: unchanged",
+            "big2.bin: ingested",
+        ]
+        .map(String::from),
+        &report_lines(&reports),
+    );
+    assert_eq!(read_all(&ws, "big2.bin"), big(b'2'));
+    assert_eq!(ws.verify().unwrap().defects, vec![]);
+}
