@@ -133,7 +133,7 @@ impl WorkspaceBuilder {
 
     /// Opens an existing workspace.
     pub fn open(self) -> Result<Workspace> {
-        if self.index.is_none() && !self.dir.join(INDEX_FILE).is_file() {
+        if self.index.is_none() && !self.dir.join(INDEX_FILE).exists() {
             return Err(Error::NotAWorkspace(self.dir.clone()));
         }
         self.build(false)
@@ -193,6 +193,16 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Problems, one per affected name (or per blob when no name refers to it).
     pub defects: Vec<Defect>,
+    /// Problems the index finds in its own structure (SQLite's
+    /// `integrity_check`), which no blob check would see.
+    pub index_problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is wrong.
+    pub fn is_sound(&self) -> bool {
+        self.defects.is_empty() && self.index_problems.is_empty()
+    }
 }
 
 /// The result of [`Workspace::gc`].
@@ -360,9 +370,13 @@ impl Workspace {
         self.inner.blobs.open(hash).map_err(|e| self.err(e))
     }
 
-    /// Re-hashes every blob and checks every version's reference.
+    /// Checks the index's own structure, re-hashes every blob and checks
+    /// every version's reference.
     pub fn verify(&self) -> Result<VerifyReport> {
-        let mut report = VerifyReport::default();
+        let mut report = VerifyReport {
+            index_problems: self.index().check_integrity().map_err(|e| self.err(e))?,
+            ..VerifyReport::default()
+        };
         let mut bad: Vec<(Hash, String)> = Vec::new();
         self.index()
             .blobs(&mut |b| {

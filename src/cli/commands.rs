@@ -422,6 +422,13 @@ fn files(cli: &Cli, c: &FilesCmd) -> Result<Exit> {
 fn verify(cli: &Cli) -> Result<Exit> {
     let ws = open(cli)?;
     let report = ws.verify()?;
+    for p in &report.index_problems {
+        if cli.json {
+            println_locked(&json!({"type": "defect", "name": null, "blake3": null, "problem": format!("index: {p}")}).to_string());
+        } else {
+            eprintln!("defect  index: {}", printable(p));
+        }
+    }
     for d in &report.defects {
         if cli.json {
             println_locked(&json!({"type": "defect", "name": d.name, "blake3": d.hash.to_hex(), "problem": d.problem}).to_string());
@@ -435,16 +442,16 @@ fn verify(cli: &Cli) -> Result<Exit> {
         }
     }
     if cli.json {
-        println_locked(&json!({"type": "verify", "blobs": report.blobs, "bytes": report.bytes, "defects": report.defects.len()}).to_string());
+        println_locked(&json!({"type": "verify", "blobs": report.blobs, "bytes": report.bytes, "defects": report.defects.len() + report.index_problems.len()}).to_string());
     } else if !cli.quiet {
         println_locked(&format!(
             "verified {} blobs, {}: {} defects",
             report.blobs,
             human_bytes(report.bytes),
-            report.defects.len()
+            report.defects.len() + report.index_problems.len()
         ));
     }
-    Ok(if report.defects.is_empty() {
+    Ok(if report.is_sound() {
         Exit::Ok
     } else {
         Exit::Failed

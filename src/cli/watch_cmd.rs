@@ -123,7 +123,11 @@ struct Opts {
 }
 
 fn duration(what: &str, s: &str) -> Result<Duration> {
-    intake::parse_duration(s).map_err(|e| anyhow!("{what}: {e}"))
+    let d = intake::parse_duration(s).map_err(|e| anyhow!("{what}: {e}"))?;
+    if d > intake::watch::MAX_WAIT {
+        bail!("{what}: {s} is longer than the longest allowed, 7d");
+    }
+    Ok(d)
 }
 
 /// The command line wins over the file; a flag set in the file cannot be

@@ -241,6 +241,12 @@ pub trait Index: Send + Sync {
     fn dangling(&self) -> Result<Vec<(String, Hash)>, StoreError>;
     /// The names (current or historical) whose content is `hash`.
     fn names_of(&self, hash: &Hash) -> Result<Vec<String>, StoreError>;
+    /// The index's own consistency check (for SQLite, `PRAGMA
+    /// integrity_check`): one line per problem, empty when sound. The
+    /// default checks nothing.
+    fn check_integrity(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Drops versions replaced before `cutoff` and then the blob rows no
     /// version refers to, in one transaction. The external blobs among them
     /// are returned for the caller to remove from the blob store.

@@ -559,6 +559,16 @@ impl Index for SqliteIndex {
         })
     }
 
+    fn check_integrity(&self) -> Result<Vec<String>, StoreError> {
+        self.read("checking the index's integrity", |c| {
+            let mut st = c.prepare("PRAGMA integrity_check")?;
+            let lines: Vec<String> = st
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(lines.into_iter().filter(|l| l != "ok").collect())
+        })
+    }
+
     fn gc(&self, cutoff: DateTime<Utc>) -> Result<IndexGc, StoreError> {
         let conn = self.writer();
         conn.execute_batch("PRAGMA synchronous=FULL; BEGIN IMMEDIATE")

@@ -84,6 +84,10 @@ use ready::{Action, Done, FsProbe, Mode, Rules, Tracker};
 /// The default settle window.
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(500);
 
+/// The longest settle window, poll interval or open timeout: longer values
+/// are cut to this (a week), so that no deadline overflows the clock.
+pub const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Which session the watcher ingests into.
 #[derive(Debug, Clone)]
 pub enum WatchSession {
@@ -143,14 +147,14 @@ impl WatchConfig {
     /// is read when no close event tells: files found by a scan, every
     /// file in poll mode (default 500 ms).
     pub fn settle(mut self, d: Duration) -> Self {
-        self.settle = d;
+        self.settle = d.min(MAX_WAIT);
         self
     }
 
     /// Poll every `interval` instead of using inotify, for network file
     /// systems where inotify sees nothing (default: inotify).
     pub fn poll(mut self, interval: Option<Duration>) -> Self {
-        self.poll = interval;
+        self.poll = interval.map(|i| i.min(MAX_WAIT));
         self
     }
 
@@ -215,7 +219,7 @@ impl WatchConfig {
     /// read without its close (default 5 minutes). Only reached when a
     /// close event cannot come (a file linked in from `O_TMPFILE`).
     pub fn open_timeout(mut self, d: Duration) -> Self {
-        self.open_timeout = d;
+        self.open_timeout = d.min(MAX_WAIT);
         self
     }
 }
