@@ -12,18 +12,21 @@
 //! cargo test --release --test crash -- --ignored --nocapture
 //! ```
 
+mod common;
 mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::procs::{self, Rng};
+use common::tmp_files;
 use serde_json::Value;
 use util::{Dir, str_field};
 
@@ -42,45 +45,9 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 /// to do.
 const GC: [&str; 6] = ["--json", "gc", "--retention", "0s", "--grace", "0s"];
 
-fn seed() -> u64 {
-    match std::env::var("INTAKE_TEST_SEED") {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|e| panic!("INTAKE_TEST_SEED={s:?} is not a u64: {e}")),
-        Err(_) => SEED,
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Deterministic randomness and source trees
 // ---------------------------------------------------------------------------
-
-/// SplitMix64: small, fast, and the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// True with probability `per_mille / 1000`.
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.next() % 1000 < per_mille
-    }
-}
 
 /// One source file as the test expects to find it in the workspace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,20 +229,10 @@ impl Ended {
 
 /// Starts `intake --workspace WS ARGS…` from the temp dir.
 fn spawn(d: &Dir, args: &[&str]) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
-    cmd.current_dir(d.root())
-        .env_remove("INTAKE_WORKSPACE")
-        .env_remove("RUST_LOG")
-        .env("INTAKE_USER", "Ada Lovelace")
-        .arg("--workspace")
-        .arg(d.ws())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = procs::intake(d.root(), &d.ws(), args);
     let mut child = cmd.spawn().expect("starting intake");
     let out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
+    let err = child.stderr.take().expect("piped stderr");
     let (tx, lines) = mpsc::channel();
     let stdout = std::thread::spawn(move || {
         let mut r = BufReader::new(out);
@@ -295,11 +252,7 @@ fn spawn(d: &Dir, args: &[&str]) -> Running {
             }
         }
     });
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    let stderr = procs::read_to_end(err);
     Running {
         child,
         lines,
@@ -365,14 +318,7 @@ impl Running {
         self.stdout.join().expect("the stdout reader panicked");
         received.extend(self.lines.try_iter());
         let stderr = self.stderr.join().expect("the stderr reader panicked");
-        let lines = received
-            .iter()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap_or_else(|e| {
-                    panic!("intake printed a line that is not JSON ({e}): {l:?}\n{stderr}")
-                })
-            })
-            .collect();
+        let lines = procs::json_lines(received.iter().map(String::as_str), &stderr);
         Ended {
             status,
             lines,
@@ -417,14 +363,7 @@ fn listed(d: &Dir) -> BTreeMap<String, Listed> {
 
 /// `intake verify --json` exits 0 and reports no defect.
 fn assert_verify_clean(d: &Dir, context: &str) {
-    let r = d.run(&["--json", "verify"]);
-    let defects: Vec<&Value> = r.lines.iter().filter(|v| v["type"] == "defect").collect();
-    assert!(
-        r.code == 0 && defects.is_empty(),
-        "verify found defects ({context}): exit {}{}",
-        r.code,
-        r.context()
-    );
+    let r = d.verify_without_defects(context);
     let last = r.lines.last().expect("verify prints a summary line");
     assert_eq!(last["type"], "verify", "{context}{}", r.context());
     assert_eq!(last["defects"], 0, "{context}{}", r.context());
@@ -441,14 +380,6 @@ fn blob_files(d: &Dir) -> BTreeSet<String> {
                 .into_owned()
         })
         .collect()
-}
-
-/// Unfinished blob writes under `blobs/tmp/`.
-fn tmp_files(d: &Dir) -> Vec<PathBuf> {
-    match fs::read_dir(d.ws().join("blobs").join("tmp")) {
-        Ok(rd) => rd.map(|e| e.expect("listing blobs/tmp").path()).collect(),
-        Err(_) => Vec::new(),
-    }
 }
 
 /// The workspace opened through the library, for checks over every name
@@ -530,7 +461,7 @@ struct LoopStats {
 /// random moment (each followed by `verify` and a look at the index), then
 /// one run that must converge exactly.
 fn crash_loop(epochs: usize, kills: usize) {
-    let seed = seed();
+    let seed = procs::seed(SEED);
     let d = Dir::new();
     let names = names(2000, seed);
     let started = Instant::now();
@@ -690,7 +621,7 @@ fn crash_loop(epochs: usize, kills: usize) {
         // Killed runs leave blob files nothing refers to; gc (with no grace:
         // nothing runs beside it) takes exactly those and leaves one file
         // per external content.
-        let orphans = blob_files(&d).difference(&external).count() + tmp_files(&d).len();
+        let orphans = blob_files(&d).difference(&external).count() + tmp_files(&d.ws()).len();
         let g = d.run(&GC);
         g.assert_code(0);
         assert_eq!(
@@ -701,7 +632,7 @@ fn crash_loop(epochs: usize, kills: usize) {
         );
         assert_eq!(blob_files(&d), external, "{ctx}: blob files after gc");
         assert_eq!(
-            tmp_files(&d),
+            tmp_files(&d.ws()),
             Vec::<PathBuf>::new(),
             "{ctx}: blobs/tmp after gc"
         );
@@ -792,7 +723,7 @@ fn gc_expect(d: &Dir, names: &[String], context: &str) -> GcExpect {
         .iter()
         .filter(|h| !referenced.contains(h))
         .count()
-        + tmp_files(d).len();
+        + tmp_files(&d.ws()).len();
     GcExpect {
         before,
         collapsed,
@@ -811,7 +742,7 @@ fn gc_counts(line: &Value) -> (u64, u64, u64) {
 }
 
 fn gc_kill(iterations: usize) {
-    let base = seed();
+    let base = procs::seed(SEED);
     let seed = base ^ 0x6763;
     let d = Dir::new();
     let names = names(300, seed);
@@ -967,7 +898,7 @@ fn gc_kill_long() {
 // ---------------------------------------------------------------------------
 
 fn overwrite_kill(iterations: usize) {
-    let base = seed();
+    let base = procs::seed(SEED);
     let seed = base ^ 0x6f76;
     let d = Dir::new();
     let names = names(400, seed);

@@ -9,25 +9,24 @@
 // A test that hits an unexpected error should panic where it happened.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Debug;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration as StdDuration, SystemTime};
 
 use chrono::{DateTime, Duration, Utc};
-use intake::store::{
-    BlobRecord, BlobStore, BlobWriter, Entry, FsBlobStore, Index, IndexGc, KnownSource,
-    OutcomeRecord, SourceRecord, SqliteIndex, StoreError, WriteTxn,
-};
+use common::seams::{BlobHooks, HookedBlobs, HookedIndex, IndexHooks};
+use intake::store::{Entry, Index, OutcomeRecord, StoreError};
 use intake::{
     Clock, Counts, CreateSession, DEFAULT_INLINE_THRESHOLD, Error, FileReport, GcReport, Hash,
     IngestionStatus, Item, Lifetime, ManualClock, Meta, Name, Outcome, Reason, Session,
-    SessionOauthUser, SessionRecord, SessionStatus, Summary, Workspace, WorkspaceBuilder,
-    WriteMode,
+    SessionOauthUser, SessionStatus, Summary, Workspace, WorkspaceBuilder, WriteMode,
 };
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -1524,94 +1523,62 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The local blob store, failing with ENOSPC for marked contents while armed.
-struct FaultyBlobs {
-    inner: FsBlobStore,
+/// The blob store's faults: ENOSPC for marked contents while armed.
+struct BlobFaults {
     fault: BlobFault,
     armed: Arc<AtomicBool>,
     injected: Arc<AtomicU64>,
 }
 
-struct FaultyWriter {
-    inner: Box<dyn BlobWriter>,
-    fault: BlobFault,
-    armed: Arc<AtomicBool>,
-    injected: Arc<AtomicU64>,
-    marked: bool,
-}
-
-impl FaultyBlobs {
+impl BlobFaults {
     fn fires(&self, fault: BlobFault) -> bool {
         self.fault == fault && self.armed.load(Ordering::SeqCst)
     }
 }
 
-impl BlobStore for FaultyBlobs {
-    fn writer(&self, size_hint: u64) -> Result<Box<dyn BlobWriter>, StoreError> {
+impl BlobHooks for BlobFaults {
+    /// Whether the writer has been given marked bytes.
+    type Writer = bool;
+
+    fn writer(&self, size_hint: u64) -> Result<bool, StoreError> {
         if size_hint == MARKER_SIZE && self.fires(BlobFault::Writer) {
             self.injected.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::io("creating a blob", enospc()));
         }
-        Ok(Box::new(FaultyWriter {
-            inner: self.inner.writer(size_hint)?,
-            fault: self.fault,
-            armed: Arc::clone(&self.armed),
-            injected: Arc::clone(&self.injected),
-            marked: false,
-        }))
+        Ok(false)
     }
-    fn sync(&self) -> Result<(), StoreError> {
-        if self.fires(BlobFault::Sync) {
-            self.injected.fetch_add(1, Ordering::SeqCst);
-            return Err(StoreError::io("syncing the blob directories", enospc()));
-        }
-        self.inner.sync()
-    }
-    fn contains(&self, hash: &Hash) -> Result<bool, StoreError> {
-        self.inner.contains(hash)
-    }
-    fn open(&self, hash: &Hash) -> Result<Box<dyn Read + Send>, StoreError> {
-        self.inner.open(hash)
-    }
-    fn remove(&self, hash: &Hash, cutoff: SystemTime) -> Result<bool, StoreError> {
-        self.inner.remove(hash, cutoff)
-    }
-    fn list(&self, visit: &mut dyn FnMut(Hash, SystemTime)) -> Result<(), StoreError> {
-        self.inner.list(visit)
-    }
-    fn remove_stale(&self, cutoff: SystemTime) -> Result<u64, StoreError> {
-        self.inner.remove_stale(cutoff)
-    }
-}
-
-impl FaultyWriter {
-    fn fires(&self, fault: BlobFault) -> bool {
-        self.marked && self.fault == fault && self.armed.load(Ordering::SeqCst)
-    }
-}
-
-impl Write for FaultyWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.marked |= contains(buf, MARKER);
-        if self.fires(BlobFault::Write) {
+    fn write(
+        &self,
+        marked: &mut bool,
+        buf: &[u8],
+        run: impl FnOnce() -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        *marked |= contains(buf, MARKER);
+        if *marked && self.fires(BlobFault::Write) {
             self.injected.fetch_add(1, Ordering::SeqCst);
             return Err(enospc());
         }
-        self.inner.write(buf)
+        run()
     }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl BlobWriter for FaultyWriter {
-    fn finish(self: Box<Self>, hash: &Hash) -> Result<(), StoreError> {
-        if self.fires(BlobFault::Finish) {
+    fn finish(
+        &self,
+        marked: bool,
+        _hash: &Hash,
+        run: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if marked && self.fires(BlobFault::Finish) {
             self.injected.fetch_add(1, Ordering::SeqCst);
             // Dropping the inner writer discards the temporary file.
             return Err(StoreError::io("syncing a blob", enospc()));
         }
-        self.inner.finish(hash)
+        run()
+    }
+    fn sync(&self, run: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
+        if self.fires(BlobFault::Sync) {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::io("syncing the blob directories", enospc()));
+        }
+        run()
     }
 }
 
@@ -1623,12 +1590,14 @@ fn enospc_in_the_blob_store_fails_only_the_affected_file() {
         let clock = ManualClock::new(t0());
         let armed = Arc::new(AtomicBool::new(true));
         let injected = Arc::new(AtomicU64::new(0));
-        let blobs = FaultyBlobs {
-            inner: FsBlobStore::open(ws_dir.join("blobs")).unwrap(),
-            fault,
-            armed: Arc::clone(&armed),
-            injected: Arc::clone(&injected),
-        };
+        let blobs = HookedBlobs::open(
+            &ws_dir,
+            Arc::new(BlobFaults {
+                fault,
+                armed: Arc::clone(&armed),
+                injected: Arc::clone(&injected),
+            }),
+        );
         let ws = WorkspaceBuilder::new(&ws_dir)
             .clock(Arc::new(clock.clone()))
             .inline_threshold(0)
@@ -1738,12 +1707,14 @@ fn enospc_on_blob_sync_fails_only_the_files_stored_externally() {
     let clock = ManualClock::new(t0());
     let armed = Arc::new(AtomicBool::new(true));
     let injected = Arc::new(AtomicU64::new(0));
-    let blobs = FaultyBlobs {
-        inner: FsBlobStore::open(ws_dir.join("blobs")).unwrap(),
-        fault: BlobFault::Sync,
-        armed: Arc::clone(&armed),
-        injected: Arc::clone(&injected),
-    };
+    let blobs = HookedBlobs::open(
+        &ws_dir,
+        Arc::new(BlobFaults {
+            fault: BlobFault::Sync,
+            armed: Arc::clone(&armed),
+            injected: Arc::clone(&injected),
+        }),
+    );
     // Up to 16 bytes inline: those files never need the blob store.
     let ws = WorkspaceBuilder::new(&ws_dir)
         .clock(Arc::new(clock.clone()))
@@ -1815,134 +1786,46 @@ fn enospc_on_blob_sync_fails_only_the_files_stored_externally() {
     );
 }
 
-/// The SQLite index, failing the commit of any transaction that writes a
-/// version of a name in `fail_names` or with a content in `fail_hashes`.
-struct FaultyIndex {
-    inner: SqliteIndex,
+/// The SQLite index's faults: failing the commit of any transaction that
+/// writes a version of a name in `fail_names` or with a content in
+/// `fail_hashes`.
+#[derive(Default)]
+struct CommitFaults {
     fail_names: Mutex<HashSet<String>>,
     fail_hashes: Mutex<HashSet<Hash>>,
     injected: AtomicU64,
 }
 
-impl FaultyIndex {
-    fn create(ws_dir: &Path) -> FaultyIndex {
-        fs::create_dir_all(ws_dir).unwrap();
-        FaultyIndex {
-            inner: SqliteIndex::open(&ws_dir.join("intake.db"), true, StdDuration::from_secs(60))
-                .unwrap(),
-            fail_names: Mutex::default(),
-            fail_hashes: Mutex::default(),
-            injected: AtomicU64::new(0),
-        }
-    }
-}
+type FaultyIndex = HookedIndex<CommitFaults>;
 
-struct FaultyTxn<'a> {
-    inner: Box<dyn WriteTxn + 'a>,
-    index: &'a FaultyIndex,
-    doomed: bool,
-}
+impl IndexHooks for CommitFaults {
+    /// Whether the transaction is doomed to fail its commit.
+    type Txn = bool;
 
-impl Index for FaultyIndex {
-    fn create_session(&self, session: &Session) -> Result<(), StoreError> {
-        self.inner.create_session(session)
-    }
-    fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
-        self.inner.session(id)
-    }
-    fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        self.inner.sessions()
-    }
-    fn close_session(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.inner.close_session(id, at)
-    }
-    fn is_closed(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.inner.is_closed(id)
-    }
-    fn current(&self, name: &str) -> Result<Option<Entry>, StoreError> {
-        self.inner.current(name)
-    }
-    fn sources_in(&self, dir: &Path) -> Result<Vec<KnownSource>, StoreError> {
-        self.inner.sources_in(dir)
-    }
-    fn begin(&self, durable: bool) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
-        Ok(Box::new(FaultyTxn {
-            inner: self.inner.begin(durable)?,
-            index: self,
-            doomed: false,
-        }))
-    }
-    fn list(
+    fn write_version(
         &self,
-        prefix: Option<&str>,
-        visit: &mut dyn FnMut(Entry) -> bool,
+        doomed: &mut bool,
+        entry: &Entry,
+        run: impl FnOnce() -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        self.inner.list(prefix, visit)
-    }
-    fn history(&self, name: &str) -> Result<Vec<Entry>, StoreError> {
-        self.inner.history(name)
-    }
-    fn session_files(
-        &self,
-        id: Uuid,
-        visit: &mut dyn FnMut(OutcomeRecord) -> bool,
-    ) -> Result<(), StoreError> {
-        self.inner.session_files(id, visit)
-    }
-    fn inline_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.inline_blob(hash)
-    }
-    fn has_blob(&self, hash: &Hash) -> Result<bool, StoreError> {
-        self.inner.has_blob(hash)
-    }
-    fn blobs(&self, visit: &mut dyn FnMut(BlobRecord) -> bool) -> Result<(), StoreError> {
-        self.inner.blobs(visit)
-    }
-    fn dangling(&self) -> Result<Vec<(String, Hash)>, StoreError> {
-        self.inner.dangling()
-    }
-    fn names_of(&self, hash: &Hash) -> Result<Vec<String>, StoreError> {
-        self.inner.names_of(hash)
-    }
-    fn gc(&self, cutoff: DateTime<Utc>) -> Result<IndexGc, StoreError> {
-        self.inner.gc(cutoff)
-    }
-}
-
-impl WriteTxn for FaultyTxn<'_> {
-    fn current(&mut self, name: &str) -> Result<Option<Entry>, StoreError> {
-        self.inner.current(name)
-    }
-    fn has_blob(&mut self, hash: &Hash) -> Result<bool, StoreError> {
-        self.inner.has_blob(hash)
-    }
-    fn put_blob(&mut self, hash: &Hash, size: u64, data: Option<&[u8]>) -> Result<(), StoreError> {
-        self.inner.put_blob(hash, size, data)
-    }
-    fn write_version(&mut self, entry: &Entry, replaced: Option<&Entry>) -> Result<(), StoreError> {
-        if self.index.fail_names.lock().unwrap().contains(&entry.name)
-            || self.index.fail_hashes.lock().unwrap().contains(&entry.hash)
+        if self.fail_names.lock().unwrap().contains(&entry.name)
+            || self.fail_hashes.lock().unwrap().contains(&entry.hash)
         {
-            self.doomed = true;
+            *doomed = true;
         }
-        self.inner.write_version(entry, replaced)
+        run()
     }
-    fn record_source(&mut self, rec: &SourceRecord) -> Result<(), StoreError> {
-        self.inner.record_source(rec)
-    }
-    fn record_outcome(&mut self, rec: &OutcomeRecord) -> Result<(), StoreError> {
-        self.inner.record_outcome(rec)
-    }
-    fn count_outcome(&mut self, session_id: Uuid, outcome: Outcome, size: u64) {
-        self.inner.count_outcome(session_id, outcome, size)
-    }
-    fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        if self.doomed {
-            self.index.injected.fetch_add(1, Ordering::SeqCst);
+    fn commit(
+        &self,
+        doomed: bool,
+        run: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if doomed {
+            self.injected.fetch_add(1, Ordering::SeqCst);
             // Dropping the inner transaction rolls it back.
             return Err(StoreError::io("committing", enospc()));
         }
-        self.inner.commit()
+        run()
     }
 }
 
@@ -1950,8 +1833,8 @@ fn failing_index_commit_fails_only_the_affected_files(threshold: u64) {
     let dir = tempfile::tempdir().unwrap();
     let ws_dir = dir.path().join("ws");
     fs::create_dir(&ws_dir).unwrap();
-    let index = Arc::new(FaultyIndex::create(&ws_dir));
-    *index.fail_names.lock().unwrap() = ["bad1.txt", "bad2.txt"].map(String::from).into();
+    let index = Arc::new(FaultyIndex::open(&ws_dir, Arc::default()));
+    *index.hooks.fail_names.lock().unwrap() = ["bad1.txt", "bad2.txt"].map(String::from).into();
     let clock = ManualClock::new(t0());
     let ws = WorkspaceBuilder::new(&ws_dir)
         .clock(Arc::new(clock.clone()))
@@ -1984,7 +1867,7 @@ fn failing_index_commit_fails_only_the_affected_files(threshold: u64) {
         ("d.txt", Outcome::Ingested, None),
     ]);
     assert_lines("with a failing commit", &outcomes(&reports), &want);
-    assert!(index.injected.load(Ordering::SeqCst) >= 2);
+    assert!(index.hooks.injected.load(Ordering::SeqCst) >= 2);
     for n in ["bad1.txt", "bad2.txt"] {
         assert_eq!(ws.current(n).unwrap(), None);
         assert!(matches!(ws.history(n), Err(Error::NameNotFound(_))));
@@ -2003,7 +1886,7 @@ fn failing_index_commit_fails_only_the_affected_files(threshold: u64) {
     assert_lines("session files", &session_files(&ws, s.session_id), &want);
 
     // The index works again: the same run recovers.
-    index.fail_names.lock().unwrap().clear();
+    index.hooks.fail_names.lock().unwrap().clear();
     let (reports, _) = run(&ws, &s, items());
     let again = expect(&[
         ("a.txt", Outcome::Unchanged, None),
@@ -2282,7 +2165,7 @@ fn quick_check_does_not_hide_an_overwrite_earlier_in_the_same_run() {
 fn quick_checked_file_whose_write_fails_is_not_reported_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let ws_dir = dir.path().join("ws");
-    let index = Arc::new(FaultyIndex::create(&ws_dir));
+    let index = Arc::new(FaultyIndex::open(&ws_dir, Arc::default()));
     let clock = ManualClock::new(t0());
     let ws = WorkspaceBuilder::new(&ws_dir)
         .clock(Arc::new(clock.clone()))
@@ -2300,6 +2183,7 @@ fn quick_checked_file_whose_write_fails_is_not_reported_unchanged() {
 
     // Any transaction writing the file's content back fails to commit.
     index
+        .hooks
         .fail_hashes
         .lock()
         .unwrap()
@@ -2319,7 +2203,7 @@ fn quick_checked_file_whose_write_fails_is_not_reported_unchanged() {
             ("doc.txt", Outcome::Failed, Some(Reason::StoreError)),
         ])
     );
-    assert!(index.injected.load(Ordering::SeqCst) >= 1);
+    assert!(index.hooks.injected.load(Ordering::SeqCst) >= 1);
     assert_eq!(contents(&ws), contents_of(&[("doc.txt", b"from memory")]));
     assert_eq!(ws.history("doc.txt").unwrap().len(), 2);
     assert_eq!(ws.verify().unwrap().defects, vec![]);
@@ -2328,7 +2212,7 @@ fn quick_checked_file_whose_write_fails_is_not_reported_unchanged() {
         status(1, 1, 0, 0, 1, 13 + 11)
     );
 
-    index.fail_hashes.lock().unwrap().clear();
+    index.hooks.fail_hashes.lock().unwrap().clear();
     let (r, _) = run(&ws, &s, vec![Item::path(name("doc.txt"), &src)]);
     assert_eq!(
         outcomes(&r),

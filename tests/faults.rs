@@ -19,24 +19,23 @@
 // A test that hits an unexpected error should panic where it happened.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use intake::store::{
-    BlobRecord, BlobStore, BlobWriter, Entry, FsBlobStore, Index, IndexGc, KnownSource,
-    OutcomeRecord, SourceRecord, SqliteIndex, StoreError, WriteTxn,
-};
+use common::seams::{BlobHooks, HookedBlobs, HookedIndex, IndexHooks};
+use common::tmp_files;
+use intake::store::{BlobStore, Entry, Index, OutcomeRecord, SourceRecord, StoreError};
 use intake::{
     CreateSession, DEFAULT_INLINE_THRESHOLD, Error, FileReport, Hash, IngestionStatus, Item,
-    Lifetime, Name, Outcome, Reason, Session, SessionOauthUser, SessionRecord, Workspace,
-    WorkspaceBuilder, WriteMode,
+    Lifetime, Name, Outcome, Reason, SessionOauthUser, Workspace, WorkspaceBuilder, WriteMode,
 };
 use uuid::Uuid;
 
@@ -129,7 +128,8 @@ enum Blobs {
     External,
 }
 
-/// The fault shared by the index and blob-store wrappers.
+/// The fault, and the hooks of both the index and the blob store
+/// (`common::seams`).
 struct Fault {
     step: Step,
     errno: Errno,
@@ -165,225 +165,137 @@ impl Fault {
 }
 
 // ---------------------------------------------------------------------------
-// The blob store wrapper.
+// The hooks, on the blob store and the index.
 
-struct FaultyBlobs {
-    inner: FsBlobStore,
-    fault: Arc<Fault>,
-}
+impl BlobHooks for Fault {
+    /// Whether the writer was started for the target (by its size).
+    type Writer = bool;
 
-struct FaultyWriter {
-    inner: Box<dyn BlobWriter>,
-    fault: Arc<Fault>,
-    /// Started for the target (by its size).
-    target: bool,
-}
-
-impl BlobStore for FaultyBlobs {
-    fn writer(&self, size_hint: u64) -> Result<Box<dyn BlobWriter>, StoreError> {
-        let target = size_hint == self.fault.size;
-        if target && self.fault.fires(Step::BlobWriter) {
-            return Err(self.fault.hit("creating a blob"));
+    fn writer(&self, size_hint: u64) -> Result<bool, StoreError> {
+        let target = size_hint == self.size;
+        if target && self.fires(Step::BlobWriter) {
+            return Err(self.hit("creating a blob"));
         }
-        Ok(Box::new(FaultyWriter {
-            inner: self.inner.writer(size_hint)?,
-            fault: Arc::clone(&self.fault),
-            target,
-        }))
+        Ok(target)
     }
-    fn sync(&self) -> Result<(), StoreError> {
-        if self.fault.fires(Step::BlobSync) && self.fault.target_is_next() {
-            return Err(self.fault.hit("syncing the blob folders"));
+    fn write(
+        &self,
+        target: &mut bool,
+        _buf: &[u8],
+        run: impl FnOnce() -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        if *target && self.fires(Step::BlobWrite) {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(io::Error::from_raw_os_error(self.errno.raw()));
         }
-        self.inner.sync()
+        run()
     }
-    fn contains(&self, hash: &Hash) -> Result<bool, StoreError> {
-        self.inner.contains(hash)
-    }
-    fn open(&self, hash: &Hash) -> Result<Box<dyn Read + Send>, StoreError> {
-        self.inner.open(hash)
-    }
-    fn remove(&self, hash: &Hash, cutoff: SystemTime) -> Result<bool, StoreError> {
-        self.inner.remove(hash, cutoff)
-    }
-    fn list(&self, visit: &mut dyn FnMut(Hash, SystemTime)) -> Result<(), StoreError> {
-        self.inner.list(visit)
-    }
-    fn remove_stale(&self, cutoff: SystemTime) -> Result<u64, StoreError> {
-        self.inner.remove_stale(cutoff)
-    }
-}
-
-impl Write for FaultyWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.target && self.fault.fires(Step::BlobWrite) {
-            self.fault.injected.fetch_add(1, Ordering::SeqCst);
-            return Err(io::Error::from_raw_os_error(self.fault.errno.raw()));
-        }
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl BlobWriter for FaultyWriter {
-    fn finish(self: Box<Self>, hash: &Hash) -> Result<(), StoreError> {
-        if *hash == self.fault.hash && self.fault.fires(Step::BlobFinish) {
+    fn finish(
+        &self,
+        _target: bool,
+        hash: &Hash,
+        run: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if *hash == self.hash && self.fires(Step::BlobFinish) {
             // Dropping the inner writer discards its temporary file, as a
             // failed fsync or rename leaves it to do.
-            return Err(self.fault.hit("syncing a blob"));
+            return Err(self.hit("syncing a blob"));
         }
-        self.inner.finish(hash)
+        run()
+    }
+    fn sync(&self, run: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
+        if self.fires(Step::BlobSync) && self.target_is_next() {
+            return Err(self.hit("syncing the blob folders"));
+        }
+        run()
     }
 }
 
-// ---------------------------------------------------------------------------
-// The index wrapper.
-
-struct FaultyIndex {
-    inner: SqliteIndex,
-    fault: Arc<Fault>,
-}
-
-struct FaultyTxn<'a> {
-    inner: Box<dyn WriteTxn + 'a>,
-    fault: Arc<Fault>,
+/// What one write transaction did.
+#[derive(Default)]
+struct TxnState {
     /// Names whose outcome this transaction recorded.
     recorded: Vec<String>,
     /// Whether it wrote a version of the target.
     wrote_target: bool,
 }
 
-impl Index for FaultyIndex {
-    fn begin(&self, durable: bool) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+impl IndexHooks for Fault {
+    type Txn = TxnState;
+
+    fn begin(&self, durable: bool) -> Result<TxnState, StoreError> {
         // Only a transaction that may write a version is durable; the one
         // that records a failure afterwards is not, and goes through.
-        if durable && self.fault.fires(Step::Begin) && self.fault.target_is_next() {
-            return Err(self.fault.hit("starting a write transaction"));
+        if durable && self.fires(Step::Begin) && self.target_is_next() {
+            return Err(self.hit("starting a write transaction"));
         }
-        Ok(Box::new(FaultyTxn {
-            inner: self.inner.begin(durable)?,
-            fault: Arc::clone(&self.fault),
-            recorded: Vec::new(),
-            wrote_target: false,
-        }))
+        Ok(TxnState::default())
     }
-    fn create_session(&self, session: &Session) -> Result<(), StoreError> {
-        self.inner.create_session(session)
-    }
-    fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
-        self.inner.session(id)
-    }
-    fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        self.inner.sessions()
-    }
-    fn close_session(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.inner.close_session(id, at)
-    }
-    fn is_closed(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.inner.is_closed(id)
-    }
-    fn current(&self, name: &str) -> Result<Option<Entry>, StoreError> {
-        self.inner.current(name)
-    }
-    fn sources_in(&self, dir: &Path) -> Result<Vec<KnownSource>, StoreError> {
-        self.inner.sources_in(dir)
-    }
-    fn list(
+    fn put_blob(
         &self,
-        prefix: Option<&str>,
-        visit: &mut dyn FnMut(Entry) -> bool,
+        _txn: &mut TxnState,
+        hash: &Hash,
+        run: impl FnOnce() -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        self.inner.list(prefix, visit)
-    }
-    fn history(&self, name: &str) -> Result<Vec<Entry>, StoreError> {
-        self.inner.history(name)
-    }
-    fn session_files(
-        &self,
-        id: Uuid,
-        visit: &mut dyn FnMut(OutcomeRecord) -> bool,
-    ) -> Result<(), StoreError> {
-        self.inner.session_files(id, visit)
-    }
-    fn inline_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.inline_blob(hash)
-    }
-    fn has_blob(&self, hash: &Hash) -> Result<bool, StoreError> {
-        self.inner.has_blob(hash)
-    }
-    fn blobs(&self, visit: &mut dyn FnMut(BlobRecord) -> bool) -> Result<(), StoreError> {
-        self.inner.blobs(visit)
-    }
-    fn dangling(&self) -> Result<Vec<(String, Hash)>, StoreError> {
-        self.inner.dangling()
-    }
-    fn names_of(&self, hash: &Hash) -> Result<Vec<String>, StoreError> {
-        self.inner.names_of(hash)
-    }
-    fn gc(&self, cutoff: DateTime<Utc>) -> Result<IndexGc, StoreError> {
-        self.inner.gc(cutoff)
-    }
-}
-
-impl WriteTxn for FaultyTxn<'_> {
-    fn current(&mut self, name: &str) -> Result<Option<Entry>, StoreError> {
-        self.inner.current(name)
-    }
-    fn has_blob(&mut self, hash: &Hash) -> Result<bool, StoreError> {
-        self.inner.has_blob(hash)
-    }
-    fn put_blob(&mut self, hash: &Hash, size: u64, data: Option<&[u8]>) -> Result<(), StoreError> {
-        if *hash == self.fault.hash && self.fault.fires(Step::PutBlob) {
-            return Err(self.fault.hit("storing a blob"));
+        if *hash == self.hash && self.fires(Step::PutBlob) {
+            return Err(self.hit("storing a blob"));
         }
-        self.inner.put_blob(hash, size, data)
+        run()
     }
-    fn write_version(&mut self, entry: &Entry, replaced: Option<&Entry>) -> Result<(), StoreError> {
-        if entry.name == self.fault.name {
-            if self.fault.fires(Step::WriteVersion) {
-                return Err(self.fault.hit("writing a version"));
+    fn write_version(
+        &self,
+        txn: &mut TxnState,
+        entry: &Entry,
+        run: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if entry.name == self.name {
+            if self.fires(Step::WriteVersion) {
+                return Err(self.hit("writing a version"));
             }
-            self.wrote_target = true;
+            txn.wrote_target = true;
         }
-        self.inner.write_version(entry, replaced)
+        run()
     }
-    fn record_source(&mut self, rec: &SourceRecord) -> Result<(), StoreError> {
-        if rec.name == self.fault.name && self.fault.fires(Step::RecordSource) {
-            return Err(self.fault.hit("recording a source"));
+    fn record_source(
+        &self,
+        _txn: &mut TxnState,
+        rec: &SourceRecord,
+        run: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if rec.name == self.name && self.fires(Step::RecordSource) {
+            return Err(self.hit("recording a source"));
         }
-        self.inner.record_source(rec)
+        run()
     }
-    fn record_outcome(&mut self, rec: &OutcomeRecord) -> Result<(), StoreError> {
+    fn record_outcome(
+        &self,
+        txn: &mut TxnState,
+        rec: &OutcomeRecord,
+        run: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         // The fault hits the target's ingest; recording its failure after
         // that goes through, so that the session counts it.
-        if rec.name == self.fault.name
+        if rec.name == self.name
             && rec.outcome != Outcome::Failed
-            && self.fault.fires(Step::RecordOutcome)
+            && self.fires(Step::RecordOutcome)
         {
-            return Err(self.fault.hit("recording an outcome"));
+            return Err(self.hit("recording an outcome"));
         }
-        self.inner.record_outcome(rec)?;
-        self.recorded.push(rec.name.clone());
+        run()?;
+        txn.recorded.push(rec.name.clone());
         Ok(())
     }
-    fn count_outcome(&mut self, session_id: Uuid, outcome: Outcome, size: u64) {
-        self.inner.count_outcome(session_id, outcome, size)
-    }
-    fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        if self.wrote_target && self.fault.fires(Step::Commit) {
+    fn commit(
+        &self,
+        txn: TxnState,
+        run: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if txn.wrote_target && self.fires(Step::Commit) {
             // Dropping the inner transaction rolls it back.
-            return Err(self.fault.hit("committing"));
+            return Err(self.hit("committing"));
         }
-        let FaultyTxn {
-            inner,
-            fault,
-            recorded,
-            ..
-        } = *self;
-        inner.commit()?;
-        fault.committed.lock().unwrap().extend(recorded);
+        run()?;
+        self.committed.lock().unwrap().extend(txn.recorded);
         Ok(())
     }
 }
@@ -433,12 +345,6 @@ fn read_all(ws: &Workspace, name: &str) -> Vec<u8> {
     v
 }
 
-fn tmp_files(ws_dir: &Path) -> Vec<PathBuf> {
-    fs::read_dir(ws_dir.join("blobs/tmp"))
-        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default()
-}
-
 fn status(ingested: u64, unchanged: u64, failed: u64, bytes: u64) -> IngestionStatus {
     IngestionStatus {
         finished_files: ingested + unchanged,
@@ -460,7 +366,7 @@ struct Spec {
 
 /// The run: the target in the middle, files before and after it, from
 /// memory and from disk, every content (and so every size and hash)
-/// distinct, so the wrappers can tell the target by any of them.
+/// distinct, so the hooks can tell the target by any of them.
 fn specs() -> Vec<Spec> {
     let body = |tag: &str, len: usize| -> Vec<u8> {
         let mut v = format!("<{tag}>").into_bytes();
@@ -549,19 +455,8 @@ fn run_case(case: &Case) -> String {
         committed: Mutex::new(HashSet::new()),
         injected: AtomicU64::new(0),
     });
-    let index = Arc::new(FaultyIndex {
-        inner: SqliteIndex::open(
-            &ws_dir.join(intake::INDEX_FILE),
-            true,
-            Duration::from_secs(60),
-        )
-        .unwrap(),
-        fault: Arc::clone(&fault),
-    });
-    let blobs = Arc::new(FaultyBlobs {
-        inner: FsBlobStore::open(ws_dir.join(intake::BLOB_DIR)).unwrap(),
-        fault: Arc::clone(&fault),
-    });
+    let index = Arc::new(HookedIndex::open(&ws_dir, Arc::clone(&fault)));
+    let blobs = Arc::new(HookedBlobs::open(&ws_dir, Arc::clone(&fault)));
     let threshold = match case.blobs {
         Blobs::Inline => DEFAULT_INLINE_THRESHOLD,
         Blobs::External => 0,
@@ -703,39 +598,22 @@ fn every_step_of_one_files_ingest_fails_only_that_file_and_recovers() {
 // ---------------------------------------------------------------------------
 // A failed `sync` with a whole batch.
 
-/// A blob store whose `sync` fails while armed.
+/// A blob store's hooks: `sync` fails while armed.
 struct FailingSync {
-    inner: FsBlobStore,
     armed: Arc<AtomicBool>,
 }
 
-impl BlobStore for FailingSync {
-    fn writer(&self, size_hint: u64) -> Result<Box<dyn BlobWriter>, StoreError> {
-        self.inner.writer(size_hint)
-    }
-    fn sync(&self) -> Result<(), StoreError> {
+impl BlobHooks for FailingSync {
+    type Writer = ();
+
+    fn sync(&self, run: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
         if self.armed.load(Ordering::SeqCst) {
             return Err(StoreError::io(
                 "syncing the blob folders",
                 io::Error::from_raw_os_error(libc::EIO),
             ));
         }
-        self.inner.sync()
-    }
-    fn contains(&self, hash: &Hash) -> Result<bool, StoreError> {
-        self.inner.contains(hash)
-    }
-    fn open(&self, hash: &Hash) -> Result<Box<dyn Read + Send>, StoreError> {
-        self.inner.open(hash)
-    }
-    fn remove(&self, hash: &Hash, cutoff: SystemTime) -> Result<bool, StoreError> {
-        self.inner.remove(hash, cutoff)
-    }
-    fn list(&self, visit: &mut dyn FnMut(Hash, SystemTime)) -> Result<(), StoreError> {
-        self.inner.list(visit)
-    }
-    fn remove_stale(&self, cutoff: SystemTime) -> Result<u64, StoreError> {
-        self.inner.remove_stale(cutoff)
+        run()
     }
 }
 
@@ -750,10 +628,12 @@ fn failed_blob_sync_fails_only_the_files_stored_in_the_blob_store() {
     let (src, ws_dir) = (dir.path().join("src"), dir.path().join("ws"));
     fs::create_dir_all(&src).unwrap();
     let armed = Arc::new(AtomicBool::new(false));
-    let blobs = FailingSync {
-        inner: FsBlobStore::open(ws_dir.join(intake::BLOB_DIR)).unwrap(),
-        armed: Arc::clone(&armed),
-    };
+    let blobs = HookedBlobs::open(
+        &ws_dir,
+        Arc::new(FailingSync {
+            armed: Arc::clone(&armed),
+        }),
+    );
     let ws = WorkspaceBuilder::new(&ws_dir)
         .blob_store(Arc::new(blobs))
         .create()

@@ -20,6 +20,7 @@
 // A test that hits an unexpected error should panic where it happened.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 mod util;
 
 use std::ffi::CString;
@@ -34,15 +35,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, Utc};
+use common::seams::{HookedIndex, IndexHooks};
+use common::tmp_files;
 use intake::plan::{PlanOptions, Planner};
-use intake::store::{
-    BlobRecord, Entry, Index, IndexGc, KnownSource, OutcomeRecord, SqliteIndex, StoreError,
-    WriteTxn,
-};
+use intake::store::{Entry, Index, StoreError};
 use intake::{
     CreateSession, FileReport, Hash, Item, Lifetime, Name, NameError, Session, SessionOauthUser,
-    SessionRecord, Workspace, WorkspaceBuilder, WriteMode,
+    Workspace, WorkspaceBuilder, WriteMode,
 };
 use util::{Dir, Run, str_field};
 use uuid::Uuid;
@@ -658,13 +657,6 @@ fn content(ws: &Workspace, name: &str) -> Vec<u8> {
     v
 }
 
-/// Files left in `blobs/tmp/` (unfinished blob writes).
-fn tmp_files(ws_dir: &Path) -> Vec<PathBuf> {
-    fs::read_dir(ws_dir.join("blobs/tmp"))
-        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default()
-}
-
 /// Through the library: the walk is over before any file is read, so a file
 /// deleted in between is certain to be gone when its turn comes.
 #[test]
@@ -698,19 +690,19 @@ fn file_deleted_between_walk_and_read_fails_read_error() {
     }
 }
 
-/// The SQLite index with a hook that runs once, inside the reader, when it
+/// A hook in the SQLite index that runs once, inside the reader, when it
 /// looks up `name`: between `open`+`fstat` of the source and its first
 /// `read` (the reader asks whether the name exists to know whether it must
 /// keep the content).
-struct HookIndex {
-    inner: SqliteIndex,
+#[derive(Default)]
+struct ReadHook {
     hook: Mutex<Option<Hook>>,
 }
 
 /// A name, and what to do when the reader looks it up.
 type Hook = (String, Box<dyn FnOnce() + Send>);
 
-impl HookIndex {
+impl ReadHook {
     fn arm(&self, name: &str, f: impl FnOnce() + Send + 'static) {
         *self.hook.lock().unwrap() = Some((name.to_owned(), Box::new(f)));
     }
@@ -719,8 +711,14 @@ impl HookIndex {
     }
 }
 
-impl Index for HookIndex {
-    fn current(&self, name: &str) -> Result<Option<Entry>, StoreError> {
+impl IndexHooks for ReadHook {
+    type Txn = ();
+
+    fn current(
+        &self,
+        name: &str,
+        run: impl FnOnce() -> Result<Option<Entry>, StoreError>,
+    ) -> Result<Option<Entry>, StoreError> {
         let hook = {
             let mut g = self.hook.lock().unwrap();
             match g.as_ref() {
@@ -731,63 +729,7 @@ impl Index for HookIndex {
         if let Some((_, f)) = hook {
             f();
         }
-        self.inner.current(name)
-    }
-    fn create_session(&self, session: &Session) -> Result<(), StoreError> {
-        self.inner.create_session(session)
-    }
-    fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
-        self.inner.session(id)
-    }
-    fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        self.inner.sessions()
-    }
-    fn close_session(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.inner.close_session(id, at)
-    }
-    fn is_closed(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.inner.is_closed(id)
-    }
-    fn sources_in(&self, dir: &Path) -> Result<Vec<KnownSource>, StoreError> {
-        self.inner.sources_in(dir)
-    }
-    fn begin(&self, durable: bool) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
-        self.inner.begin(durable)
-    }
-    fn list(
-        &self,
-        prefix: Option<&str>,
-        visit: &mut dyn FnMut(Entry) -> bool,
-    ) -> Result<(), StoreError> {
-        self.inner.list(prefix, visit)
-    }
-    fn history(&self, name: &str) -> Result<Vec<Entry>, StoreError> {
-        self.inner.history(name)
-    }
-    fn session_files(
-        &self,
-        id: Uuid,
-        visit: &mut dyn FnMut(OutcomeRecord) -> bool,
-    ) -> Result<(), StoreError> {
-        self.inner.session_files(id, visit)
-    }
-    fn inline_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.inline_blob(hash)
-    }
-    fn has_blob(&self, hash: &Hash) -> Result<bool, StoreError> {
-        self.inner.has_blob(hash)
-    }
-    fn blobs(&self, visit: &mut dyn FnMut(BlobRecord) -> bool) -> Result<(), StoreError> {
-        self.inner.blobs(visit)
-    }
-    fn dangling(&self) -> Result<Vec<(String, Hash)>, StoreError> {
-        self.inner.dangling()
-    }
-    fn names_of(&self, hash: &Hash) -> Result<Vec<String>, StoreError> {
-        self.inner.names_of(hash)
-    }
-    fn gc(&self, cutoff: DateTime<Utc>) -> Result<IndexGc, StoreError> {
-        self.inner.gc(cutoff)
+        run()
     }
 }
 
@@ -859,15 +801,7 @@ fn file_changing_while_being_read_is_never_stored_torn() {
                 .unwrap();
             d.create("z.txt", "zeta");
             fs::create_dir(d.ws()).unwrap();
-            let index = Arc::new(HookIndex {
-                inner: SqliteIndex::open(
-                    &d.ws().join(intake::INDEX_FILE),
-                    true,
-                    Duration::from_secs(60),
-                )
-                .unwrap(),
-                hook: Mutex::new(None),
-            });
+            let index = Arc::new(HookedIndex::open(&d.ws(), Arc::new(ReadHook::default())));
             let ws = WorkspaceBuilder::new(d.ws())
                 .inline_threshold(threshold)
                 .index(Arc::clone(&index) as Arc<dyn Index>)
@@ -875,9 +809,9 @@ fn file_changing_while_being_read_is_never_stored_torn() {
                 .unwrap();
             let s = open_session(&ws);
             let p = path.clone();
-            index.arm("moving.txt", move || change.apply(&p));
+            index.hooks.arm("moving.txt", move || change.apply(&p));
             let reports = run_items(&ws, &s, plan(&d.src()), true);
-            assert!(index.fired(), "{case}: the hook never ran");
+            assert!(index.hooks.fired(), "{case}: the hook never ran");
             let moving = match change {
                 Change::Replace => "moving.txt: ingested",
                 _ => "moving.txt: failed changed_while_reading",

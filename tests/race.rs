@@ -17,16 +17,17 @@
 //! cargo test --release --test race -- --ignored --nocapture
 //! ```
 
+mod common;
 mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::procs::{self, Rng};
 use serde_json::Value;
 use util::{Dir, str_field};
 
@@ -41,42 +42,6 @@ const NAMES: usize = 1000;
 
 /// Longest a racer may run before the test gives up on it.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn seed() -> u64 {
-    match std::env::var("INTAKE_TEST_SEED") {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|e| panic!("INTAKE_TEST_SEED={s:?} is not a u64: {e}")),
-        Err(_) => SEED,
-    }
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// True with probability `per_mille / 1000`.
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.next() % 1000 < per_mille
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Source trees
@@ -191,31 +156,13 @@ impl Ended {
 
 /// Starts `intake --workspace WS ARGS…` from the temp dir.
 fn spawn(d: &Dir, args: &[&str]) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
-    cmd.current_dir(d.root())
-        .env_remove("INTAKE_WORKSPACE")
-        .env_remove("RUST_LOG")
-        .env("INTAKE_USER", "Ada Lovelace")
-        .arg("--workspace")
-        .arg(d.ws())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = procs::intake(d.root(), &d.ws(), args);
     let started = Instant::now();
     let mut child = cmd.spawn().expect("starting intake");
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let stdout = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    let out = child.stdout.take().expect("piped stdout");
+    let err = child.stderr.take().expect("piped stderr");
+    let stdout = procs::read_to_end(out);
+    let stderr = procs::read_to_end(err);
     Running {
         child,
         stdout,
@@ -243,14 +190,7 @@ impl Running {
         let status = self.child.wait().expect("waiting for intake");
         let stdout = self.stdout.join().expect("the stdout reader panicked");
         let stderr = self.stderr.join().expect("the stderr reader panicked");
-        let lines = stdout
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap_or_else(|e| {
-                    panic!("intake printed a line that is not JSON ({e}): {l:?}\n{stderr}")
-                })
-            })
-            .collect();
+        let lines = procs::json_lines(stdout.lines(), &stderr);
         Ended {
             status,
             lines,
@@ -474,14 +414,7 @@ fn chains(d: &Dir, names: &[String]) -> BTreeMap<String, Vec<Version>> {
 
 /// `intake verify --json` exits 0 and reports no defect.
 fn assert_verify_clean(d: &Dir, context: &str) {
-    let r = d.run(&["--json", "verify"]);
-    let defects: Vec<&Value> = r.lines.iter().filter(|v| v["type"] == "defect").collect();
-    assert!(
-        r.code == 0 && defects.is_empty(),
-        "verify found defects ({context}): exit {}{}",
-        r.code,
-        r.context()
-    );
+    let r = d.verify_without_defects(context);
     assert_eq!(
         r.lines.last().map(|v| v["defects"].clone()),
         Some(Value::from(0)),
@@ -621,7 +554,7 @@ fn run_race(d: &Dir, racers: &[Racer], names: &[String], context: &str) -> Figur
     );
 
     // `files history --json` (newest first) agrees, for a sample.
-    let mut rng = Rng::new(context.bytes().fold(seed(), |h, b| {
+    let mut rng = Rng::new(context.bytes().fold(procs::seed(SEED), |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     }));
     for name in names.iter().filter(|_| rng.chance(15)) {
@@ -652,7 +585,7 @@ fn run_race(d: &Dir, racers: &[Racer], names: &[String], context: &str) -> Figur
 // ---------------------------------------------------------------------------
 
 fn fail_race(trials: usize) {
-    let seed = seed();
+    let seed = procs::seed(SEED);
     let names = names();
     let started = Instant::now();
     let mut spread = Vec::new();
@@ -748,7 +681,7 @@ fn seed_half(d: &Dir, names: &[String], seed: u64, trial: usize) {
 }
 
 fn mixed_race(trials: usize, modes: [Mode; 4], what: &str) {
-    let seed = seed();
+    let seed = procs::seed(SEED);
     let names = names();
     let started = Instant::now();
     for trial in 0..trials {
@@ -859,7 +792,7 @@ fn reader_loop(
 #[test]
 fn readers_never_wait_for_a_long_ingest() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let seed = seed();
+    let seed = procs::seed(SEED);
     let d = Dir::new();
     // 4,000 names, four times over in one open session: the first run
     // ingests, the next three overwrite.

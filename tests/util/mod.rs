@@ -227,6 +227,20 @@ impl Dir {
         v
     }
 
+    /// Runs `intake --json verify` and asserts it exits 0 without a
+    /// `"type":"defect"` line (`context` goes into the failure message).
+    pub fn verify_without_defects(&self, context: &str) -> Run {
+        let r = self.run(&["--json", "verify"]);
+        let defects: Vec<&Value> = r.lines.iter().filter(|v| v["type"] == "defect").collect();
+        assert!(
+            r.code == 0 && defects.is_empty(),
+            "verify found defects ({context}): exit {}{}",
+            r.code,
+            r.context()
+        );
+        r
+    }
+
     /// BLAKE3 of every file under the workspace folder, by relative path
     /// (folders appear with the value `"dir"`), skipping the names in
     /// `ignore` (e.g. SQLite's `-shm`, which is shared memory, not data).
