@@ -153,6 +153,7 @@ fn split_path(path: &Path) -> (&[u8], &[u8]) {
     (dir.as_bytes(), file.as_bytes())
 }
 
+/// The columns `entry_row` reads (the per-file lookup spells them out).
 const ENTRY_COLS: &str = "name, hash, size, meta, session_id, ingested_at, version";
 
 fn entry_row(row: &Row<'_>) -> rusqlite::Result<Entry> {
@@ -616,7 +617,10 @@ impl Index for SqliteIndex {
 }
 
 fn current_on(c: &Connection, name: &str) -> rusqlite::Result<Option<Entry>> {
-    c.prepare_cached(&format!("SELECT {ENTRY_COLS} FROM entries WHERE name = ?1"))?
+    // A literal, not format!: this runs once per file.
+    c.prepare_cached(
+        "SELECT name, hash, size, meta, session_id, ingested_at, version FROM entries WHERE name = ?1",
+    )?
         .query_row([name], entry_row)
         .optional()
 }
