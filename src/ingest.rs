@@ -170,7 +170,7 @@ struct KnownDirs {
 }
 
 impl QuickCache {
-    const MAX_DIRS: usize = 256;
+    const MAX_DIRS: usize = 64;
 
     fn get(
         &self,
