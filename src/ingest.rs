@@ -146,6 +146,45 @@ pub struct IngestRun {
     closed_poll: Duration,
     stop: Option<Arc<AtomicBool>>,
     quick_cache: QuickCache,
+    written: Mutex<WrittenNames>,
+}
+
+/// The names this run has written, as a fixed-size Bloom filter: a file
+/// the quick check vouched for needs its name re-checked inside the commit
+/// transaction only if an earlier file of this run may have written that
+/// name. (Other processes' writes need no re-check: an `unchanged` that
+/// writes nothing is decided when the check looked, which is a valid place
+/// for it in a serial order.) A false positive only costs a lookup.
+struct WrittenNames {
+    bits: Vec<u64>,
+}
+
+impl WrittenNames {
+    const BITS: usize = 1 << 23; // 1 MiB
+
+    fn new() -> WrittenNames {
+        WrittenNames {
+            bits: vec![0; Self::BITS / 64],
+        }
+    }
+
+    fn slots(name: &str) -> [usize; 2] {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(name);
+        [(h as usize) % Self::BITS, ((h >> 32) as usize) % Self::BITS]
+    }
+
+    fn insert(&mut self, name: &str) {
+        for i in Self::slots(name) {
+            self.bits[i / 64] |= 1 << (i % 64);
+        }
+    }
+
+    fn may_contain(&self, name: &str) -> bool {
+        Self::slots(name)
+            .iter()
+            .all(|&i| self.bits[i / 64] & (1 << (i % 64)) != 0)
+    }
 }
 
 /// The quick-check records of recently seen directories, shared by the
@@ -162,7 +201,7 @@ type KnownDir = Mutex<HashMap<std::ffi::OsString, KnownSource>>;
 /// Loaded directories, and their order of loading for eviction.
 #[derive(Default)]
 struct KnownDirs {
-    by_dir: HashMap<PathBuf, Arc<KnownDir>>,
+    by_dir: HashMap<PathBuf, (Arc<KnownDir>, Instant)>,
     order: std::collections::VecDeque<PathBuf>,
     /// Bumped by every update: a load that started before one is used once
     /// but not kept, since it may predate the commit behind the update.
@@ -171,6 +210,9 @@ struct KnownDirs {
 
 impl QuickCache {
     const MAX_DIRS: usize = 64;
+    /// A folder's records are reloaded after this long, so that a decision
+    /// taken from them is never older (a watcher runs for weeks).
+    const MAX_AGE: Duration = Duration::from_secs(10);
 
     fn get(
         &self,
@@ -179,7 +221,9 @@ impl QuickCache {
     ) -> std::result::Result<Arc<KnownDir>, StoreError> {
         let generation = {
             let g = self.lock();
-            if let Some(k) = g.by_dir.get(dir) {
+            if let Some((k, at)) = g.by_dir.get(dir)
+                && at.elapsed() < Self::MAX_AGE
+            {
                 return Ok(Arc::clone(k));
             }
             g.generation
@@ -200,7 +244,7 @@ impl QuickCache {
             g.by_dir.remove(&old);
         }
         if g.by_dir
-            .insert(dir.to_path_buf(), Arc::clone(&known))
+            .insert(dir.to_path_buf(), (Arc::clone(&known), Instant::now()))
             .is_none()
         {
             g.order.push_back(dir.to_path_buf());
@@ -216,7 +260,7 @@ impl QuickCache {
         let known = {
             let mut g = self.lock();
             g.generation += 1;
-            g.by_dir.get(dir).cloned()
+            g.by_dir.get(dir).map(|(k, _)| Arc::clone(k))
         };
         if let Some(known) = known {
             known.lock().unwrap_or_else(|e| e.into_inner()).insert(
@@ -255,6 +299,7 @@ impl IngestRun {
             closed_poll: Duration::from_millis(250),
             stop: None,
             quick_cache: QuickCache::default(),
+            written: Mutex::new(WrittenNames::new()),
         }
     }
 
@@ -898,6 +943,13 @@ impl IngestRun {
         }
     }
 
+    fn written_may_contain(&self, name: &str) -> bool {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .may_contain(name)
+    }
+
     /// Decides one file inside the write transaction and applies the
     /// decision.
     fn apply(
@@ -914,13 +966,15 @@ impl IngestRun {
             State::Failed { reason, message } => {
                 return Ok(p.report(s, Outcome::Failed, Some(*reason), Some(message.clone())));
             }
-            // The quick check looked before earlier files of this run (or
-            // other processes) committed: `unchanged` only if the name
-            // still holds this content and metadata, else decide as usual.
+            // The quick check looked before earlier files of this run
+            // committed: if one of them may have written this name,
+            // `unchanged` only if the name still holds this content and
+            // metadata, else decide as usual.
             State::Quick { hash, size, meta } => {
-                let still = txn.current(&p.name)?.is_some_and(|e| {
-                    e.hash == *hash && e.meta.as_deref() == meta.as_ref().map(Meta::as_str)
-                });
+                let still = !self.written_may_contain(&p.name)
+                    || txn.current(&p.name)?.is_some_and(|e| {
+                        e.hash == *hash && e.meta.as_deref() == meta.as_ref().map(Meta::as_str)
+                    });
                 if still {
                     let mut r = p.report(s, Outcome::Unchanged, None, None);
                     r.size = Some(*size);
@@ -977,6 +1031,10 @@ impl IngestRun {
                 replaced_at: None,
             };
             txn.write_version(&entry, existing.as_ref())?;
+            self.written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(&p.name);
         }
         if let (Some(src), true) = (source, decision.writes() || decision == Decision::Unchanged) {
             txn.record_source(src)?;

@@ -228,6 +228,102 @@ pub struct Planner {
     /// (dev, inode) of the folders on the current path, for loop detection.
     ancestors: Vec<(u64, u64)>,
     queued: std::collections::VecDeque<PlanEvent>,
+    /// Lists the next folders ahead of the walk.
+    prefetch: Option<Prefetch>,
+}
+
+/// Lists (and stats the files of) the folders the walk will enter next, on a
+/// thread of its own, so that the walk's system calls overlap the rest of
+/// the run. The walk order does not depend on it: a folder is taken from it
+/// by path, or listed in place if it was not asked for.
+struct Prefetch {
+    tx: Option<crossbeam_channel::Sender<PathBuf>>,
+    shared: std::sync::Arc<(std::sync::Mutex<Prefetched>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct Prefetched {
+    /// Folders asked for and not yet taken or forgotten.
+    wanted: HashSet<PathBuf>,
+    done: std::collections::HashMap<PathBuf, io::Result<Vec<Ent>>>,
+}
+
+impl Prefetch {
+    /// How many folders may be listed ahead of the walk.
+    const AHEAD: usize = 8;
+
+    fn start() -> Option<Prefetch> {
+        let (tx, rx) = crossbeam_channel::unbounded::<PathBuf>();
+        let shared = std::sync::Arc::new((
+            std::sync::Mutex::new(Prefetched::default()),
+            std::sync::Condvar::new(),
+        ));
+        let theirs = std::sync::Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("intake-list".into())
+            .spawn(move || {
+                for dir in rx {
+                    let listed = read_sorted(&dir);
+                    let (lock, cv) = &*theirs;
+                    let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    if g.wanted.contains(&dir) {
+                        g.done.insert(dir, listed);
+                        cv.notify_all();
+                    }
+                }
+            })
+            .ok()?;
+        Some(Prefetch {
+            tx: Some(tx),
+            shared,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Prefetched> {
+        self.shared.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ask(&self, dir: &Path) {
+        let mut g = self.lock();
+        if g.wanted.len() < Self::AHEAD
+            && !g.wanted.contains(dir)
+            && let Some(tx) = &self.tx
+        {
+            g.wanted.insert(dir.to_path_buf());
+            if tx.send(dir.to_path_buf()).is_err() {
+                g.wanted.remove(dir);
+            }
+        }
+    }
+
+    /// The listing of `dir` if it was asked for (waiting for it).
+    fn take(&self, dir: &Path) -> Option<io::Result<Vec<Ent>>> {
+        let mut g = self.lock();
+        if !g.wanted.contains(dir) {
+            return None;
+        }
+        loop {
+            if let Some(listed) = g.done.remove(dir) {
+                g.wanted.remove(dir);
+                return Some(listed);
+            }
+            g = self.shared.1.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Drops what was asked for under `parent` and will not be taken.
+    fn forget_under(&self, parent: &Path) {
+        let mut g = self.lock();
+        g.wanted.retain(|d| d.parent() != Some(parent));
+        g.done.retain(|d, _| d.parent() != Some(parent));
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once its current folder is done.
+        self.tx.take();
+    }
 }
 
 impl Planner {
@@ -273,6 +369,7 @@ impl Planner {
             stack: Vec::new(),
             ancestors: Vec::new(),
             queued: Default::default(),
+            prefetch: Prefetch::start(),
         })
     }
 
@@ -348,7 +445,11 @@ impl Planner {
     }
 
     fn push_dir(&mut self, dir: PathBuf, rel: PathBuf, depth: usize) {
-        match read_sorted(&dir) {
+        let listed = match self.prefetch.as_ref().and_then(|p| p.take(&dir)) {
+            Some(listed) => listed,
+            None => read_sorted(&dir),
+        };
+        match listed {
             Ok(entries) => self.stack.push(Frame {
                 dir,
                 rel,
@@ -372,6 +473,34 @@ impl Planner {
                 // Keep the ancestor stack aligned with the frames.
                 self.ancestors.pop();
             }
+        }
+    }
+
+    /// Asks the prefetcher for the folders of the top frame from entry `i`
+    /// on that the walk will enter: plain folders, not hidden (unless
+    /// `hidden`), not temporary, not excluded, within `max_depth`.
+    fn ask_ahead(&self, i: usize) {
+        let (Some(p), Some(frame)) = (&self.prefetch, self.stack.last()) else {
+            return;
+        };
+        if self.opts.max_depth.is_some_and(|m| frame.depth + 1 >= m) {
+            return;
+        }
+        let mut asked = 0;
+        for e in &frame.entries[i..] {
+            if asked >= Prefetch::AHEAD {
+                break;
+            }
+            let hidden = e.name.as_bytes().first() == Some(&b'.');
+            if !e.ty.is_dir() || (hidden && !self.opts.hidden) || is_temporary(&e.name) {
+                continue;
+            }
+            let rel = frame.rel.join(&e.name);
+            if !self.exclude.empty && self.exclude.matches(&rel, &e.name) {
+                continue;
+            }
+            p.ask(&frame.dir.join(&e.name));
+            asked += 1;
         }
     }
 
@@ -449,7 +578,9 @@ impl Planner {
     fn step(&mut self) -> Option<PlanEvent> {
         let frame = self.stack.last_mut()?;
         if frame.pos >= frame.entries.len() {
-            self.stack.pop();
+            if let (Some(done), Some(p)) = (self.stack.pop(), &self.prefetch) {
+                p.forget_under(&done.dir);
+            }
             self.ancestors.pop();
             return None;
         }
@@ -528,6 +659,7 @@ impl Planner {
                 ));
             }
             self.ancestors.push(id);
+            self.ask_ahead(i);
             self.push_dir(path, rel, depth);
             return None;
         }
@@ -825,6 +957,58 @@ fn special_kind(ty: &FileType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn walk(opts: PlanOptions, prefetch: bool) -> Vec<String> {
+        let mut p = Planner::new(opts).unwrap();
+        if !prefetch {
+            p.prefetch = None;
+        }
+        p.map(|ev| match ev {
+            PlanEvent::Item(Item::File { name, .. }) => format!("file {name}"),
+            PlanEvent::Item(Item::Failed { name, reason, .. }) => format!("failed {name} {reason}"),
+            PlanEvent::Skipped { path, .. } => format!("skipped {}", path.display()),
+        })
+        .collect()
+    }
+
+    /// Listing folders ahead of the walk must not change the walk.
+    #[test]
+    fn prefetching_folders_keeps_the_walk_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for d in [
+            "a", "a/x", "a/x/y", "b", ".h", "c.tmp", "ex", "d", "d/e", "z",
+        ] {
+            fs::create_dir_all(src.join(d)).unwrap();
+        }
+        for f in [
+            "a/1", "a/x/2", "a/x/y/3", "b/4", ".h/5", "c.tmp/6", "ex/7", "d/e/8", "z/9", "0", "m",
+        ] {
+            fs::write(src.join(f), f).unwrap();
+        }
+        for n in 0..40 {
+            fs::create_dir_all(src.join(format!("many/{n:02}"))).unwrap();
+            fs::write(src.join(format!("many/{n:02}/f")), "f").unwrap();
+        }
+        let cases = [
+            PlanOptions::new(vec![src.clone()]),
+            PlanOptions {
+                exclude: vec!["ex".into()],
+                hidden: true,
+                ..PlanOptions::new(vec![src.clone(), src.join("a")])
+            },
+            PlanOptions {
+                max_depth: Some(2),
+                flatten: true,
+                ..PlanOptions::new(vec![src.clone()])
+            },
+        ];
+        for opts in cases {
+            let with = walk(opts.clone(), true);
+            assert_eq!(with, walk(opts, false));
+            assert!(with.len() > 5, "{with:?}");
+        }
+    }
 
     #[test]
     fn temporary_names() {
