@@ -34,9 +34,10 @@
 #               invocation does all runs of intake, then all runs of the peer.
 #
 # No page-cache dropping is done anywhere: the source tree is warm for both
-# tools. Before timing, each hyperfine --prepare only removes that command's
-# destination (plus `sync` in C, so the peer's trailing `sync` only flushes its
-# own writes).
+# tools. Before each timed run of A and C, hyperfine --prepare removes that
+# command's destination and runs `sync`, which drops nothing: it only flushes
+# what earlier runs left dirty, so no run pays for another's writeback (and C's
+# `cp -r src dst && sync` flushes only its own writes).
 set -euo pipefail
 export LC_ALL=C # stable number formats and tool output for parsing
 
@@ -309,9 +310,9 @@ scenario_A() {
     local src="$TREES/small" ws="$RUNS_DIR/A/ws" dst="$RUNS_DIR/A/dst"
     mkdir -p -- "$RUNS_DIR/A"
     run_pair A rsync \
-        "rm -rf $(q "$ws")" \
+        "rm -rf $(q "$ws") && sync" \
         "$(q "$INTAKE") ingest $(q "$src") --workspace $(q "$ws") -q" \
-        "rm -rf $(q "$dst") && mkdir $(q "$dst")" \
+        "rm -rf $(q "$dst") && mkdir $(q "$dst") && sync" \
         "rsync -a $(q "$src/") $(q "$dst/")"
     verify_ws A "$ws"
     report A "first ingest, $A_FILES x $A_SIZE B random files in $A_DIRS folders, $RUNS runs" \
