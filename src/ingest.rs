@@ -473,7 +473,6 @@ impl IngestRun {
                 return;
             }
         }
-        progress.input_done.store(true, Ordering::SeqCst);
     }
 
     /// Why the session refuses files now, if it does.
@@ -1097,7 +1096,6 @@ struct Progress {
     cv: Condvar,
     aborted: AtomicBool,
     admitted: AtomicU64,
-    input_done: AtomicBool,
 }
 
 impl Progress {
