@@ -145,6 +145,7 @@ pub struct IngestRun {
     max_delay: Duration,
     closed_poll: Duration,
     stop: Option<Arc<AtomicBool>>,
+    record_retryable: bool,
     quick_cache: QuickCache,
     written: Mutex<WrittenNames>,
 }
@@ -298,6 +299,7 @@ impl IngestRun {
             max_delay: Duration::from_millis(200),
             closed_poll: Duration::from_millis(250),
             stop: None,
+            record_retryable: true,
             quick_cache: QuickCache::default(),
             written: Mutex::new(WrittenNames::new()),
         }
@@ -336,6 +338,16 @@ impl IngestRun {
     /// Longest a finished file waits for its group commit (default 200 ms).
     pub fn max_delay(mut self, d: Duration) -> Self {
         self.max_delay = d;
+        self
+    }
+
+    /// Whether a failure worth retrying (`changed_while_reading`,
+    /// `store_error`) is recorded in the session (default: true). A caller
+    /// that retries such files (the watcher) turns this off and records the
+    /// final outcome itself with [`Workspace::record_outcome`], so that the
+    /// session counts each file once.
+    pub fn record_retryable(mut self, on: bool) -> Self {
+        self.record_retryable = on;
         self
     }
 
@@ -885,6 +897,9 @@ impl IngestRun {
                 Some(format!("could not store the file: {e}")),
             ),
         };
+        if r.outcome == Outcome::Failed && !self.record_retryable && is_retryable(r.reason) {
+            return r;
+        }
         let rec = outcome_record(&r);
         if let Ok(mut txn) = self.ws.index().begin(false)
             && txn.record_outcome(&rec).is_ok()
@@ -909,6 +924,7 @@ impl IngestRun {
                     Outcome::Unchanged => {
                         txn.count_outcome(r.session_id, r.outcome, r.size.unwrap_or(0));
                     }
+                    Outcome::Failed if !self.record_retryable && is_retryable(r.reason) => {}
                     _ => txn.record_outcome(&outcome_record(&r))?,
                 }
                 out.push(r);
@@ -1062,7 +1078,15 @@ fn identity(e: &Entry) -> Identity<'_> {
     }
 }
 
-fn outcome_record(r: &FileReport) -> OutcomeRecord {
+/// Failures that may pass if the file is tried again later.
+pub(crate) fn is_retryable(reason: Option<Reason>) -> bool {
+    matches!(
+        reason,
+        Some(Reason::ChangedWhileReading | Reason::StoreError)
+    )
+}
+
+pub(crate) fn outcome_record(r: &FileReport) -> OutcomeRecord {
     OutcomeRecord {
         session_id: r.session_id,
         name: r.name.clone(),

@@ -303,6 +303,20 @@ impl Workspace {
         self.session(id)
     }
 
+    /// Records a file's final outcome in its session (counters and file
+    /// list), for a caller that ran the file with
+    /// [`IngestRun::record_retryable`] off and has stopped retrying it.
+    /// Refused files are not part of a session and are not recorded.
+    pub fn record_outcome(&self, report: &crate::FileReport) -> Result<()> {
+        if report.outcome == crate::Outcome::Refused {
+            return Ok(());
+        }
+        let mut txn = self.index().begin(false).map_err(|e| self.err(e))?;
+        txn.record_outcome(&crate::ingest::outcome_record(report))
+            .map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
+    }
+
     /// Starts configuring an ingest run in `session`.
     pub fn ingest(&self, session: &Session) -> IngestRun {
         IngestRun::new(self.clone(), session.clone())

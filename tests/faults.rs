@@ -720,3 +720,73 @@ fn failed_blob_sync_fails_only_the_files_stored_in_the_blob_store() {
     assert_eq!(read_all(&ws, "big2.bin"), big(b'2'));
     assert_eq!(ws.verify().unwrap().defects, vec![]);
 }
+
+/// A caller that retries failures itself (the watcher) runs with
+/// `record_retryable(false)`: a retryable failure is reported but not counted
+/// in the session, and the final outcome, recorded with
+/// `Workspace::record_outcome`, is counted once.
+#[test]
+fn retryable_failures_are_counted_once_when_the_caller_records_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws_dir = dir.path().join("ws");
+    let armed = Arc::new(AtomicBool::new(true));
+    let blobs = HookedBlobs::open(
+        &ws_dir.join(intake::BLOB_DIR),
+        Arc::new(FailingSync {
+            armed: Arc::clone(&armed),
+        }),
+    );
+    let ws = WorkspaceBuilder::new(&ws_dir)
+        .blob_store(Arc::new(blobs))
+        .create()
+        .unwrap();
+    let session = ws
+        .create_session(
+            &CreateSession::new(WriteMode::Keep).lifetime(Lifetime::Forever),
+            user(),
+        )
+        .unwrap();
+    let items = || {
+        vec![
+            Item::bytes(name("small.txt"), b"inline".to_vec()),
+            Item::bytes(name("big.bin"), vec![7u8; 100 * 1024]),
+        ]
+    };
+    let mut reports = Vec::new();
+    ws.ingest(&session)
+        .record_retryable(false)
+        .run(items(), |r| reports.push(r.clone()))
+        .unwrap();
+    assert_lines(
+        "first attempt",
+        &outcome_lines([
+            ("small.txt".into(), Outcome::Ingested, None),
+            ("big.bin".into(), Outcome::Failed, Some(Reason::StoreError)),
+        ]),
+        &report_lines(&reports),
+    );
+    let counts = |ws: &Workspace| {
+        let s = ws.session(session.session_id).unwrap().ingestion;
+        (s.finished_files, s.failed_files)
+    };
+    assert_eq!(counts(&ws), (1, 0), "a retryable failure is not counted");
+    // The caller gives up on it: counted once.
+    ws.record_outcome(&reports[1]).unwrap();
+    assert_eq!(counts(&ws), (1, 1));
+    // Recorded with a run's defaults, it is counted by the run.
+    armed.store(false, Ordering::SeqCst);
+    let mut again = Vec::new();
+    ws.ingest(&session)
+        .run(items(), |r| again.push(r.clone()))
+        .unwrap();
+    assert_lines(
+        "retry",
+        &outcome_lines([
+            ("small.txt".into(), Outcome::Unchanged, None),
+            ("big.bin".into(), Outcome::Ingested, None),
+        ]),
+        &report_lines(&again),
+    );
+    assert_eq!(counts(&ws), (3, 1));
+    assert!(ws.verify().unwrap().is_sound());
+}

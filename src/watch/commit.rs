@@ -154,7 +154,9 @@ impl Committer {
             .ws
             .ingest(session)
             .stop_flag(Arc::clone(&self.shared.stop))
-            .quick_check(self.quick_check);
+            .quick_check(self.quick_check)
+            // Retried failures are counted once, when the watcher gives up.
+            .record_retryable(false);
         if let Some(n) = self.parallelism {
             run = run.parallelism(n);
         }
@@ -190,6 +192,9 @@ impl Committer {
                     *n += 1;
                     let attempt = *n;
                     if attempt > max_retries {
+                        if let Err(e) = self.ws.record_outcome(r) {
+                            tracing::warn!("cannot record the outcome of {}: {e}", path.display());
+                        }
                         finish(summary, events, done, r, path, attempts);
                         return;
                     }
