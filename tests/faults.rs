@@ -35,7 +35,8 @@ use common::tmp_files;
 use intake::store::{BlobStore, Entry, Index, OutcomeRecord, SourceRecord, StoreError};
 use intake::{
     CreateSession, DEFAULT_INLINE_THRESHOLD, Error, FileReport, Hash, IngestionStatus, Item,
-    Lifetime, Name, Outcome, Reason, SessionOauthUser, Workspace, WorkspaceBuilder, WriteMode,
+    Lifetime, Name, Outcome, Reason, Session, SessionOauthUser, Workspace, WorkspaceBuilder,
+    WriteMode,
 };
 use uuid::Uuid;
 
@@ -617,6 +618,29 @@ impl BlobHooks for FailingSync {
     }
 }
 
+/// A workspace whose blob store's sync fails while `armed` is set, and a
+/// KEEP session that never expires.
+fn failing_sync_workspace(ws_dir: &Path, armed: bool) -> (Workspace, Session, Arc<AtomicBool>) {
+    let armed = Arc::new(AtomicBool::new(armed));
+    let blobs = HookedBlobs::open(
+        &ws_dir.join(intake::BLOB_DIR),
+        Arc::new(FailingSync {
+            armed: Arc::clone(&armed),
+        }),
+    );
+    let ws = WorkspaceBuilder::new(ws_dir)
+        .blob_store(Arc::new(blobs))
+        .create()
+        .unwrap();
+    let session = ws
+        .create_session(
+            &CreateSession::new(WriteMode::Keep).lifetime(Lifetime::Forever),
+            user(),
+        )
+        .unwrap();
+    (ws, session, armed)
+}
+
 /// One directory fsync covers every external blob of a batch, so a failed
 /// one fails exactly those files. The rest of the batch needs nothing from
 /// the blob store and keeps its own outcome: an inline file is ingested, a
@@ -627,23 +651,7 @@ fn failed_blob_sync_fails_only_the_files_stored_in_the_blob_store() {
     let dir = tempfile::tempdir().unwrap();
     let (src, ws_dir) = (dir.path().join("src"), dir.path().join("ws"));
     fs::create_dir_all(&src).unwrap();
-    let armed = Arc::new(AtomicBool::new(false));
-    let blobs = HookedBlobs::open(
-        &ws_dir,
-        Arc::new(FailingSync {
-            armed: Arc::clone(&armed),
-        }),
-    );
-    let ws = WorkspaceBuilder::new(&ws_dir)
-        .blob_store(Arc::new(blobs))
-        .create()
-        .unwrap();
-    let session = ws
-        .create_session(
-            &CreateSession::new(WriteMode::Keep).lifetime(Lifetime::Forever),
-            user(),
-        )
-        .unwrap();
+    let (ws, session, armed) = failing_sync_workspace(&ws_dir, false);
     let big = |fill: u8| vec![fill; 100 * 1024];
     fs::write(src.join("old.txt"), "ingested by the first run").unwrap();
     let run = |items: Vec<Item>| {
@@ -729,23 +737,7 @@ fn failed_blob_sync_fails_only_the_files_stored_in_the_blob_store() {
 fn retryable_failures_are_counted_once_when_the_caller_records_them() {
     let dir = tempfile::tempdir().unwrap();
     let ws_dir = dir.path().join("ws");
-    let armed = Arc::new(AtomicBool::new(true));
-    let blobs = HookedBlobs::open(
-        &ws_dir.join(intake::BLOB_DIR),
-        Arc::new(FailingSync {
-            armed: Arc::clone(&armed),
-        }),
-    );
-    let ws = WorkspaceBuilder::new(&ws_dir)
-        .blob_store(Arc::new(blobs))
-        .create()
-        .unwrap();
-    let session = ws
-        .create_session(
-            &CreateSession::new(WriteMode::Keep).lifetime(Lifetime::Forever),
-            user(),
-        )
-        .unwrap();
+    let (ws, session, armed) = failing_sync_workspace(&ws_dir, true);
     let items = || {
         vec![
             Item::bytes(name("small.txt"), b"inline".to_vec()),
