@@ -5,6 +5,7 @@
 //! 255 bytes per component and 4096 bytes in all. [`Name`] can only hold a
 //! name that obeys these rules, so the rest of the engine never re-checks.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::path::Path;
 
@@ -56,8 +57,13 @@ impl Name {
     /// assert_eq!(Name::new("caf\u{65}\u{301}").unwrap().as_str(), "caf\u{e9}");
     /// ```
     pub fn new(s: &str) -> Result<Name, NameError> {
-        let normalized: String = match is_nfc_quick(s.chars()) {
-            IsNormalized::Yes => s.to_owned(),
+        Name::from_string(s.to_owned())
+    }
+
+    /// [`Name::new`] for an owned string: no copy when it is already NFC.
+    pub fn from_string(s: String) -> Result<Name, NameError> {
+        let normalized = match is_nfc_quick(s.chars()) {
+            IsNormalized::Yes => s,
             _ => s.nfc().collect(),
         };
         check(&normalized)?;
@@ -67,26 +73,50 @@ impl Name {
     /// Builds a name from the components of a relative path, with an
     /// optional prefix (itself a `/`-separated name) in front.
     pub fn from_relative_path(prefix: Option<&str>, rel: &Path) -> Result<Name, NameError> {
-        let mut s = String::new();
+        Name::from_parts(prefix, rel, None)
+    }
+
+    /// The name of `file` in the folder `dir` (relative), with an optional
+    /// prefix: `from_relative_path(prefix, dir/file)` without building the
+    /// path.
+    pub(crate) fn from_parts(
+        prefix: Option<&str>,
+        dir: &Path,
+        file: Option<&OsStr>,
+    ) -> Result<Name, NameError> {
+        let prefix = prefix.map(|p| p.trim_end_matches('/'));
+        let len =
+            prefix.map_or(0, str::len) + dir.as_os_str().len() + file.map_or(0, OsStr::len) + 2;
+        let mut s = String::with_capacity(len);
         if let Some(p) = prefix {
-            s.push_str(p.trim_end_matches('/'));
+            s.push_str(p);
         }
-        for comp in rel.components() {
-            let part = comp.as_os_str();
-            let part = part
-                .to_str()
-                .ok_or_else(|| NameError::NotUtf8(lossy(rel, prefix)))?;
+        let not_utf8 = || {
+            let rel = match file {
+                Some(f) => dir.join(f),
+                None => dir.to_path_buf(),
+            };
+            NameError::NotUtf8(lossy(&rel, prefix))
+        };
+        let parts = dir.components().map(|c| c.as_os_str()).chain(file);
+        for part in parts {
+            let part = part.to_str().ok_or_else(not_utf8)?;
             if !s.is_empty() {
                 s.push('/');
             }
             s.push_str(part);
         }
-        Name::new(&s)
+        Name::from_string(s)
     }
 
     /// The name as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name as an owned string.
+    pub fn into_string(self) -> String {
+        self.0
     }
 
     /// The last component.

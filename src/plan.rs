@@ -251,6 +251,9 @@ struct Prefetched {
 impl Prefetch {
     /// How many folders may be listed ahead of the walk.
     const AHEAD: usize = 8;
+    /// Threads listing: the stat of each file is most of a walk's cost, and
+    /// two threads spread it over two cores.
+    const LISTERS: usize = 2;
 
     fn start() -> Option<Prefetch> {
         let (tx, rx) = crossbeam_channel::unbounded::<PathBuf>();
@@ -258,21 +261,28 @@ impl Prefetch {
             std::sync::Mutex::new(Prefetched::default()),
             std::sync::Condvar::new(),
         ));
-        let theirs = std::sync::Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("intake-list".into())
-            .spawn(move || {
-                for dir in rx {
-                    let listed = read_sorted(&dir);
-                    let (lock, cv) = &*theirs;
-                    let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    if g.wanted.contains(&dir) {
-                        g.done.insert(dir, listed);
-                        cv.notify_all();
+        for _ in 0..Self::LISTERS {
+            let theirs = std::sync::Arc::clone(&shared);
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("intake-list".into())
+                .spawn(move || {
+                    for dir in rx {
+                        let listed = read_sorted(&dir);
+                        let (lock, cv) = &*theirs;
+                        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        if g.wanted.contains(&dir) {
+                            g.done.insert(dir, listed);
+                            cv.notify_all();
+                        }
                     }
-                }
-            })
-            .ok()?;
+                });
+            // One lister is enough to go on with; none, and the walk lists
+            // in place.
+            if spawned.is_err() && std::sync::Arc::strong_count(&shared) == 1 {
+                return None;
+            }
+        }
         Some(Prefetch {
             tx: Some(tx),
             shared,
@@ -434,13 +444,7 @@ impl Planner {
         let sidecar = sidecar_name(&file_name);
         let parent = root.parent().map(Path::to_path_buf).unwrap_or_default();
         let has_sidecar = fs::metadata(parent.join(&sidecar)).is_ok_and(|m| m.is_file());
-        let ev = self.file_event(
-            &parent,
-            Path::new(&file_name),
-            &file_name,
-            has_sidecar,
-            None,
-        );
+        let ev = self.file_event(&parent, Path::new(""), &file_name, has_sidecar, None);
         self.queued.push_back(ev);
     }
 
@@ -526,24 +530,36 @@ impl Planner {
         self.exclude.empty || !self.exclude.matches(rel, file_name)
     }
 
+    /// The event of the regular file `file_name` in `dir`, whose path
+    /// relative to its root is `dir_rel`.
+    /// [`Planner::selected`] for `file_name` in the folder `dir_rel`; the
+    /// relative path is only built if a pattern needs it.
+    fn selected_in(&self, dir_rel: &Path, file_name: &OsStr) -> bool {
+        if self.include.empty && self.exclude.empty {
+            self.selected(Path::new(""), file_name)
+        } else {
+            self.selected(&dir_rel.join(file_name), file_name)
+        }
+    }
+
     fn file_event(
         &self,
         dir: &Path,
-        rel: &Path,
+        dir_rel: &Path,
         file_name: &OsStr,
         has_sidecar: bool,
         stat: Option<(u64, i64)>,
     ) -> PlanEvent {
         let path = dir.join(file_name);
-        let name_rel: &Path = if self.opts.flatten {
-            Path::new(file_name)
+        let name_dir = if self.opts.flatten {
+            Path::new("")
         } else {
-            rel
+            dir_rel
         };
-        let name = match Name::from_relative_path(self.opts.prefix.as_deref(), name_rel) {
+        let name = match Name::from_parts(self.opts.prefix.as_deref(), name_dir, Some(file_name)) {
             Ok(n) => n,
             Err(e) => {
-                let shown = lossy(name_rel, self.opts.prefix.as_deref());
+                let shown = lossy(&name_dir.join(file_name), self.opts.prefix.as_deref());
                 return self.failed(shown, path, Reason::InvalidName, e.to_string());
             }
         };
@@ -588,18 +604,19 @@ impl Planner {
         frame.pos += 1;
         let frame = self.stack.last()?;
         let ent = &frame.entries[i];
+        let hidden = ent.name.as_bytes().first() == Some(&b'.');
+        if hidden && !self.opts.hidden {
+            return None;
+        }
+        if ent.ty.is_file() {
+            return self.regular_file(frame, ent);
+        }
         let file_name = ent.name.clone();
         let dir = frame.dir.clone();
         let rel = frame.rel.join(&file_name);
         let depth = frame.depth + 1;
         let path = dir.join(&file_name);
-        let hidden = file_name.as_bytes().first() == Some(&b'.');
-        if hidden && !self.opts.hidden {
-            return None;
-        }
         let mut ty = ent.ty;
-        // Only a plain file's listing stat is its own; a followed link's is not.
-        let stat = ent.stat.filter(|_| ty.is_file());
         if ty.is_symlink() {
             if !self.opts.follow_links {
                 return Some(PlanEvent::Skipped {
@@ -672,33 +689,43 @@ impl Planner {
                 why: format!("{}; only regular files are ingested", special_kind(&ty)),
             });
         }
+        // What the listing called a file and is not one (changed since).
+        self.regular_file(frame, ent)
+    }
+
+    /// The event of the regular file `ent` listed in `frame`: the common
+    /// case, kept free of allocations beyond the event's own.
+    fn regular_file(&self, frame: &Frame, ent: &Ent) -> Option<PlanEvent> {
+        let file_name: &OsStr = &ent.name;
         if let Some(base) = file_name.as_bytes().strip_suffix(SIDECAR_SUFFIX.as_bytes()) {
             let base = OsStr::from_bytes(base);
-            let base_rel = frame.rel.join(base);
             if !base.is_empty() {
                 // A sidecar is never a file of its own; it is an orphan only
                 // if the file it describes would have been taken.
-                if frame.has_file(base) || !self.selected(&base_rel, base) {
+                if frame.has_file(base) || !self.selected_in(&frame.rel, base) {
                     return None;
                 }
+                let rel = frame.rel.join(file_name);
+                let path = frame.dir.join(file_name);
                 let shown = lossy(&rel, self.opts.prefix.as_deref());
-                return Some(self.failed(
-                    shown,
-                    path.clone(),
-                    Reason::OrphanMeta,
-                    format!(
-                        "{} has no file {} beside it",
-                        path.display(),
-                        base.to_string_lossy()
-                    ),
-                ));
+                let message = format!(
+                    "{} has no file {} beside it",
+                    path.display(),
+                    base.to_string_lossy()
+                );
+                return Some(self.failed(shown, path, Reason::OrphanMeta, message));
             }
         }
-        if !self.selected(&rel, &file_name) || self.opts.max_depth.is_some_and(|m| depth > m) {
+        let depth = frame.depth + 1;
+        if !self.selected_in(&frame.rel, file_name)
+            || self.opts.max_depth.is_some_and(|m| depth > m)
+        {
             return None;
         }
-        let has_sidecar = frame.has_file(&sidecar_name(&file_name));
-        Some(self.file_event(&dir, &rel, &file_name, has_sidecar, stat))
+        let has_sidecar = frame.has_sidecar(file_name);
+        // Only a plain file's listing stat is its own; a followed link's is not.
+        let stat = ent.stat.filter(|_| ent.ty.is_file());
+        Some(self.file_event(&frame.dir, &frame.rel, file_name, has_sidecar, stat))
     }
 }
 
@@ -855,7 +882,8 @@ impl Planner {
         }
         let has_sidecar =
             fs::symlink_metadata(dir.join(sidecar_name(file_name))).is_ok_and(|m| !m.is_dir());
-        Some(self.file_event(dir, rel, file_name, has_sidecar, None))
+        let dir_rel = rel.parent().unwrap_or(Path::new(""));
+        Some(self.file_event(dir, dir_rel, file_name, has_sidecar, None))
     }
 }
 
@@ -873,6 +901,26 @@ impl Frame {
     fn has_file(&self, name: &OsStr) -> bool {
         self.entries
             .binary_search_by(|e| e.name.as_bytes().cmp(name.as_bytes()))
+            .is_ok_and(|i| !self.entries[i].ty.is_dir())
+    }
+
+    /// Whether the sidecar of `name` (`name` + `.meta.json`) is listed.
+    fn has_sidecar(&self, name: &OsStr) -> bool {
+        let (a, b) = (name.as_bytes(), SIDECAR_SUFFIX.as_bytes());
+        // Compares an entry with the concatenation a + b, without building it.
+        let cmp = |e: &Ent| {
+            let n = e.name.as_bytes();
+            let k = n.len().min(a.len());
+            n[..k].cmp(&a[..k]).then_with(|| {
+                if n.len() < a.len() {
+                    std::cmp::Ordering::Less
+                } else {
+                    n[a.len()..].cmp(b)
+                }
+            })
+        };
+        self.entries
+            .binary_search_by(cmp)
             .is_ok_and(|i| !self.entries[i].ty.is_dir())
     }
 }
