@@ -9,6 +9,12 @@ use chrono::{DateTime, Duration, Utc};
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// The current instant.
     fn now(&self) -> DateTime<Utc>;
+
+    /// Whether `at` has come (`now() >= at`); asked once per file, so a
+    /// clock may answer it faster than `now`.
+    fn reached(&self, at: DateTime<Utc>) -> bool {
+        self.now() >= at
+    }
 }
 
 /// The system's wall clock.
@@ -18,6 +24,11 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    fn reached(&self, at: DateTime<Utc>) -> bool {
+        // No calendar arithmetic for the current time, unlike `Utc::now`.
+        std::time::SystemTime::now() >= std::time::SystemTime::from(at)
     }
 }
 
@@ -53,5 +64,20 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_clock_reached_agrees_with_now() {
+        let c = SystemClock;
+        let now = c.now();
+        assert!(c.reached(now - Duration::seconds(1)));
+        assert!(!c.reached(now + Duration::hours(1)));
+        assert!(c.reached(DateTime::<Utc>::MIN_UTC));
+        assert!(!c.reached(DateTime::<Utc>::MAX_UTC));
     }
 }

@@ -64,6 +64,13 @@ impl Source {
             Source::Bytes(_) => None,
         }
     }
+
+    fn into_path(self) -> Option<PathBuf> {
+        match self {
+            Source::Path(p) | Source::Listed { path: p, .. } => Some(p),
+            Source::Bytes(_) => None,
+        }
+    }
 }
 
 /// One thing to ingest, in the order the run should treat it.
@@ -209,48 +216,63 @@ struct KnownDirs {
     generation: u64,
 }
 
+/// The admission thread's hold on the folder its files come from, so
+/// that consecutive files of one folder skip the shared cache.
+#[derive(Default)]
+struct DirCursor {
+    dir: PathBuf,
+    /// The folder's records (kept up to date by the committer) and when
+    /// they were loaded.
+    held: Option<(Arc<KnownDir>, Instant)>,
+    /// Files checked, to space out the age checks.
+    uses: u32,
+}
+
 impl QuickCache {
     const MAX_DIRS: usize = 64;
     /// A folder's records are reloaded after this long, so that a decision
     /// taken from them is never older (a watcher runs for weeks).
     const MAX_AGE: Duration = Duration::from_secs(10);
 
+    /// The records of `dir`, loaded if need be, and when they were loaded
+    /// if they are kept (and so kept up to date by the committer).
     fn get(
         &self,
         dir: &std::path::Path,
         load: impl FnOnce(&std::path::Path) -> std::result::Result<Vec<KnownSource>, StoreError>,
-    ) -> std::result::Result<Arc<KnownDir>, StoreError> {
+    ) -> std::result::Result<(Arc<KnownDir>, Option<Instant>), StoreError> {
         let generation = {
             let g = self.lock();
             if let Some((k, at)) = g.by_dir.get(dir)
                 && at.elapsed() < Self::MAX_AGE
             {
-                return Ok(Arc::clone(k));
+                return Ok((Arc::clone(k), Some(*at)));
             }
             g.generation
         };
         let known: Arc<KnownDir> = Arc::new(Mutex::new(
             load(dir)?
                 .into_iter()
-                .map(|k| (k.file.clone(), k))
+                .map(|mut k| (std::mem::take(&mut k.file), k))
                 .collect(),
         ));
         let mut g = self.lock();
         if g.generation != generation {
-            return Ok(known);
+            return Ok((known, None));
         }
         if g.by_dir.len() >= Self::MAX_DIRS
             && let Some(old) = g.order.pop_front()
         {
             g.by_dir.remove(&old);
         }
+        let now = Instant::now();
         if g.by_dir
-            .insert(dir.to_path_buf(), (Arc::clone(&known), Instant::now()))
+            .insert(dir.to_path_buf(), (Arc::clone(&known), now))
             .is_none()
         {
             g.order.push_back(dir.to_path_buf());
         }
-        Ok(known)
+        Ok((known, Some(now)))
     }
 
     /// Records a committed source file in its directory's entry, if loaded.
@@ -267,7 +289,7 @@ impl QuickCache {
             known.lock().unwrap_or_else(|e| e.into_inner()).insert(
                 file.to_owned(),
                 KnownSource {
-                    file: file.to_owned(),
+                    file: std::ffi::OsString::new(),
                     size: rec.size,
                     mtime_ns: rec.mtime_ns,
                     name: rec.name.clone(),
@@ -426,6 +448,7 @@ impl IngestRun {
     ) {
         let mut refused: Option<(Reason, String)> = None;
         let mut last_poll: Option<Instant> = None;
+        let mut cursor = DirCursor::default();
         for (seq, item) in items.enumerate() {
             let seq = seq as u64;
             if self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
@@ -465,12 +488,13 @@ impl IngestRun {
                         source: source @ (Source::Path(_) | Source::Listed { .. }),
                         meta,
                     },
-                ) if self.quick_check => match self.quick_state(&name, &source, &meta) {
+                ) if self.quick_check => match self.quick_state(&mut cursor, &name, &source, &meta)
+                {
                     Some(state) => done
                         .send(Prepared {
                             seq,
-                            name: name.as_str().to_owned(),
-                            source: source.path().map(|p| p.to_path_buf()),
+                            name: name.into_string(),
+                            source: source.into_path(),
                             state,
                         })
                         .is_ok(),
@@ -490,8 +514,7 @@ impl IngestRun {
     /// Why the session refuses files now, if it does.
     fn refusal(&self, last_poll: &mut Option<Instant>) -> Option<(Reason, String)> {
         let s = &self.session;
-        let now = self.ws.now();
-        if let Some(at) = s.expires_at.filter(|at| now >= *at) {
+        if let Some(at) = s.expires_at.filter(|at| self.ws.reached(*at)) {
             let e = Error::SessionExpired {
                 id: s.session_id,
                 at,
@@ -508,7 +531,7 @@ impl IngestRun {
                     .ok()
                     .flatten()
                     .and_then(|r| r.closed_at)
-                    .unwrap_or(now);
+                    .unwrap_or_else(|| self.ws.now());
                 let e = Error::SessionClosed {
                     id: s.session_id,
                     at,
@@ -590,7 +613,13 @@ impl IngestRun {
     /// The quick check, done at admission so that a file it vouches for
     /// never travels to a worker: `Some` with the file's final state
     /// (unchanged, or failed to stat), `None` if the file must be read.
-    fn quick_state(&self, name: &Name, source: &Source, meta: &Option<Meta>) -> Option<State> {
+    fn quick_state(
+        &self,
+        cursor: &mut DirCursor,
+        name: &Name,
+        source: &Source,
+        meta: &Option<Meta>,
+    ) -> Option<State> {
         let path = match source {
             Source::Bytes(_) => return None,
             Source::Listed {
@@ -598,7 +627,7 @@ impl IngestRun {
                 size,
                 mtime_ns,
             } => {
-                return match self.quick(name, path, *size, *mtime_ns, meta.as_ref()) {
+                return match self.quick(cursor, name, path, *size, *mtime_ns, meta.as_ref()) {
                     Ok(Some(hash)) => Some(State::Quick {
                         hash,
                         size: *size,
@@ -614,7 +643,7 @@ impl IngestRun {
         match std::fs::metadata(path) {
             Ok(m) if m.is_file() => {
                 let (size, mtime) = (m.len(), mtime_ns(&m));
-                match self.quick(name, path, size, mtime, meta.as_ref()) {
+                match self.quick(cursor, name, path, size, mtime, meta.as_ref()) {
                     Ok(Some(hash)) => Some(State::Quick {
                         hash,
                         size,
@@ -717,13 +746,13 @@ impl IngestRun {
             size,
             meta,
             blob,
-            source: Some(SourceRecord {
+            source: Some(Box::new(SourceRecord {
                 path,
                 size,
                 mtime_ns: mtime,
                 name: name.as_str().to_owned(),
                 hash,
-            }),
+            })),
         }
     }
 
@@ -732,6 +761,7 @@ impl IngestRun {
     /// still holds that content and this metadata).
     fn quick(
         &self,
+        cursor: &mut DirCursor,
         name: &Name,
         path: &std::path::Path,
         size: u64,
@@ -741,9 +771,26 @@ impl IngestRun {
         let (Some(dir), Some(file)) = (path.parent(), path.file_name()) else {
             return Ok(None);
         };
-        let known = self
-            .quick_cache
-            .get(dir, |d| self.ws.index().sources_in(d))?;
+        cursor.uses = cursor.uses.wrapping_add(1);
+        let known = match &cursor.held {
+            // The age is checked every so many files: a clock read costs
+            // as much as the rest of the check.
+            Some((known, at))
+                if cursor.dir == dir
+                    && (!cursor.uses.is_multiple_of(64) || at.elapsed() < QuickCache::MAX_AGE) =>
+            {
+                Arc::clone(known)
+            }
+            _ => {
+                let (known, kept) = self
+                    .quick_cache
+                    .get(dir, |d| self.ws.index().sources_in(d))?;
+                cursor.held = kept.map(|at| (Arc::clone(&known), at));
+                cursor.dir.clear();
+                cursor.dir.push(dir);
+                known
+            }
+        };
         let known = known.lock().unwrap_or_else(|e| e.into_inner());
         let Some(rec) = known.get(file) else {
             return Ok(None);
@@ -786,7 +833,10 @@ impl IngestRun {
         sink: &mut dyn FnMut(&FileReport),
     ) -> Result<()> {
         let mut pending: BTreeMap<u64, Prepared> = BTreeMap::new();
+        // Both kept from batch to batch: a fresh pair per batch costs page
+        // faults, not just allocations.
         let mut ready: Vec<Prepared> = Vec::new();
+        let mut reports: Vec<FileReport> = Vec::new();
         let mut ready_bytes = 0u64;
         let mut oldest: Option<Instant> = None;
         let mut next = 0u64;
@@ -799,7 +849,15 @@ impl IngestRun {
             };
             let finished = match msg {
                 Ok(p) => {
-                    pending.insert(p.seq, p);
+                    if p.seq == next {
+                        // In order (the usual case): no detour.
+                        next += 1;
+                        ready_bytes += p.inline_bytes();
+                        ready.push(p);
+                        oldest.get_or_insert_with(Instant::now);
+                    } else {
+                        pending.insert(p.seq, p);
+                    }
                     while let Some(p) = pending.remove(&next) {
                         next += 1;
                         ready_bytes += p.inline_bytes();
@@ -818,16 +876,15 @@ impl IngestRun {
                 || (idle && !ready.is_empty() && progress.all_received(next))
                 || oldest.is_some_and(|t| t.elapsed() >= self.max_delay);
             if flush && !ready.is_empty() {
-                let batch = std::mem::take(&mut ready);
                 ready_bytes = 0;
                 oldest = None;
-                let reports = if self.dry_run {
-                    batch.into_iter().map(|p| dry.decide(self, p)).collect()
+                if self.dry_run {
+                    reports.extend(ready.drain(..).map(|p| dry.decide(self, p)));
                 } else {
-                    self.commit_batch(batch)
-                };
-                for r in &reports {
-                    sink(r);
+                    self.commit_batch(&mut ready, &mut reports);
+                }
+                for r in reports.drain(..) {
+                    sink(&r);
                 }
                 progress.committed(next);
             }
@@ -839,7 +896,7 @@ impl IngestRun {
 
     /// Commits a batch in one transaction; if that fails, each file alone,
     /// so that one bad file or a transient error costs only what it must.
-    fn commit_batch(&self, mut batch: Vec<Prepared>) -> Vec<FileReport> {
+    fn commit_batch(&self, batch: &mut Vec<Prepared>, out: &mut Vec<FileReport>) {
         if batch.iter().any(Prepared::stored_externally)
             && let Err(e) = self.ws.inner.blobs.sync()
         {
@@ -849,16 +906,23 @@ impl IngestRun {
                 p.state = store_failed(e.clone_lossy());
             }
         }
-        match self.commit_txn(&batch) {
-            Ok(r) => r,
-            Err(e) if batch.len() == 1 => vec![self.finish_failed_store(&batch[0], &e)],
-            Err(_) => batch
-                .iter()
-                .map(|p| match self.commit_txn(std::slice::from_ref(p)) {
-                    Ok(mut r) => r.remove(0),
-                    Err(e) => self.finish_failed_store(p, &e),
-                })
-                .collect(),
+        out.clear();
+        if let Err(e) = self.commit_txn(batch, out) {
+            out.clear();
+            if let [p] = batch.as_slice() {
+                out.push(self.finish_failed_store(p, &e));
+            } else {
+                let mut one = Vec::with_capacity(1);
+                for p in batch.iter() {
+                    match self.commit_txn(std::slice::from_ref(p), &mut one) {
+                        Ok(()) => out.append(&mut one),
+                        Err(e) => out.push(self.finish_failed_store(p, &e)),
+                    }
+                }
+            }
+        }
+        for (p, r) in batch.drain(..).zip(out.iter_mut()) {
+            p.name_report(r);
         }
     }
 
@@ -900,7 +964,7 @@ impl IngestRun {
         if r.outcome == Outcome::Failed && !self.record_retryable && is_retryable(r.reason) {
             return r;
         }
-        let rec = outcome_record(&r);
+        let rec = p.record(&r);
         if let Ok(mut txn) = self.ws.index().begin(false)
             && txn.record_outcome(&rec).is_ok()
         {
@@ -909,14 +973,19 @@ impl IngestRun {
         r
     }
 
-    fn commit_txn(&self, batch: &[Prepared]) -> std::result::Result<Vec<FileReport>, StoreError> {
+    /// Commits `batch` in one transaction, its reports (unnamed) in `out`.
+    fn commit_txn(
+        &self,
+        batch: &[Prepared],
+        out: &mut Vec<FileReport>,
+    ) -> std::result::Result<(), StoreError> {
         // Only a batch that may write a version must be durable before it
         // is reported; the rest is bookkeeping.
         let mut durable = batch.iter().any(|p| matches!(p.state, State::Read { .. }));
         loop {
+            out.clear();
             let mut txn = self.ws.index().begin(durable)?;
             let now = self.ws.now();
-            let mut out = Vec::with_capacity(batch.len());
             for p in batch {
                 let r = self.apply(&mut *txn, p, now)?;
                 match r.outcome {
@@ -925,7 +994,7 @@ impl IngestRun {
                         txn.count_outcome(r.session_id, r.outcome, r.size.unwrap_or(0));
                     }
                     Outcome::Failed if !self.record_retryable && is_retryable(r.reason) => {}
-                    _ => txn.record_outcome(&outcome_record(&r))?,
+                    _ => txn.record_outcome(&p.record(&r))?,
                 }
                 out.push(r);
             }
@@ -940,7 +1009,7 @@ impl IngestRun {
                 continue;
             }
             txn.commit()?;
-            for (p, r) in batch.iter().zip(&out) {
+            for (p, r) in batch.iter().zip(out.iter()) {
                 if let State::Read {
                     source: Some(src),
                     meta,
@@ -954,7 +1023,7 @@ impl IngestRun {
                     self.quick_cache.update(src, meta.as_ref());
                 }
             }
-            return Ok(out);
+            return Ok(());
         }
     }
 
@@ -1004,7 +1073,7 @@ impl IngestRun {
                 meta,
                 blob,
                 source,
-            } => (hash, *size, meta, blob, source.as_ref()),
+            } => (hash, *size, meta, blob, source.as_deref()),
         };
         let existing = txn.current(&p.name)?;
         let new = Identity {
@@ -1187,7 +1256,8 @@ enum State {
         size: u64,
         meta: Option<Meta>,
         blob: Blob,
-        source: Option<SourceRecord>,
+        /// Boxed: most files in flight are quick-checked and small.
+        source: Option<Box<SourceRecord>>,
     },
 }
 
@@ -1238,6 +1308,9 @@ impl Prepared {
         )
     }
 
+    /// The report of this file, but for its name and source: those are
+    /// moved in by [`Prepared::into_report`] once the report is final, so
+    /// that a file costs no copies of them.
     fn report(
         &self,
         s: &Session,
@@ -1252,14 +1325,35 @@ impl Prepared {
             _ => (None, None),
         };
         FileReport {
-            name: self.name.clone(),
-            source: self.source.clone(),
+            name: String::new(),
+            source: None,
             outcome,
             reason,
             message,
             size,
             blake3,
             session_id: s.session_id,
+        }
+    }
+
+    /// `r` (made by [`Prepared::report`]) with this file's name and source.
+    fn into_report(self, mut r: FileReport) -> FileReport {
+        self.name_report(&mut r);
+        r
+    }
+
+    /// Moves this file's name and source into its report `r`.
+    fn name_report(self, r: &mut FileReport) {
+        r.name = self.name;
+        r.source = self.source;
+    }
+
+    /// The session record of this file's report `r`.
+    fn record(&self, r: &FileReport) -> OutcomeRecord {
+        OutcomeRecord {
+            name: self.name.clone(),
+            source: self.source.clone(),
+            ..outcome_record(r)
         }
     }
 }
@@ -1272,6 +1366,11 @@ struct DryRun {
 
 impl DryRun {
     fn decide(&mut self, run: &IngestRun, p: Prepared) -> FileReport {
+        let r = self.decide_unnamed(run, &p);
+        p.into_report(r)
+    }
+
+    fn decide_unnamed(&mut self, run: &IngestRun, p: &Prepared) -> FileReport {
         let s = &run.session;
         let (hash, size, meta) = match &p.state {
             State::Refused { reason, message } => {

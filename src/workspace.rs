@@ -237,6 +237,11 @@ impl Workspace {
         self.inner.clock.now()
     }
 
+    /// Whether the clock has reached `at`.
+    pub(crate) fn reached(&self, at: DateTime<Utc>) -> bool {
+        self.inner.clock.reached(at)
+    }
+
     pub(crate) fn err(&self, source: StoreError) -> Error {
         Error::Store {
             path: self.inner.dir.clone(),
