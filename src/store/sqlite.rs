@@ -303,6 +303,15 @@ fn open_conn(path: &Path, create: bool, busy_timeout: Duration) -> Result<Connec
          PRAGMA temp_store=MEMORY;",
     )
     .map_err(db_err(&what))?;
+    // A stable plan: without it SQLite re-plans a cached statement whenever
+    // a parameter it could plan on is bound anew (the quick check's
+    // per-folder query, once per folder), and intake keeps no statistics
+    // that a new plan could use.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(db_err(&what))?;
     Ok(conn)
 }
 
