@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The pipeline allocates a file's name and path on one thread and frees
+/// them on another; mimalloc's per-thread free lists take that in stride
+/// where the system allocator's arenas contend.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
