@@ -276,7 +276,7 @@ impl QuickCache {
     }
 
     /// Records a committed source file in its directory's entry, if loaded.
-    fn update(&self, rec: &SourceRecord, meta: Option<&Meta>) {
+    fn update(&self, rec: &SourceRecord) {
         let (Some(dir), Some(file)) = (rec.path.parent(), rec.path.file_name()) else {
             return;
         };
@@ -294,8 +294,7 @@ impl QuickCache {
                     mtime_ns: rec.mtime_ns,
                     name: rec.name.clone(),
                     hash: rec.hash,
-                    current_hash: Some(rec.hash),
-                    current_meta: meta.map(|m| m.as_str().to_owned()),
+                    meta: rec.meta.clone(),
                 },
             );
         }
@@ -741,6 +740,7 @@ impl IngestRun {
             };
         }
         let blob = if self.dry_run { Blob::NotStored } else { blob };
+        let recorded_meta = meta.as_ref().map(|m| m.as_str().to_owned());
         State::Read {
             hash,
             size,
@@ -752,6 +752,7 @@ impl IngestRun {
                 mtime_ns: mtime,
                 name: name.as_str().to_owned(),
                 hash,
+                meta: recorded_meta,
             })),
         }
     }
@@ -798,8 +799,7 @@ impl IngestRun {
         let same = rec.size == size
             && rec.mtime_ns == mtime_ns
             && rec.name == name.as_str()
-            && rec.current_hash == Some(rec.hash)
-            && rec.current_meta.as_deref() == meta.map(Meta::as_str);
+            && rec.meta.as_deref() == meta.map(Meta::as_str);
         Ok(same.then_some(rec.hash))
     }
 
@@ -1011,16 +1011,14 @@ impl IngestRun {
             txn.commit()?;
             for (p, r) in batch.iter().zip(out.iter()) {
                 if let State::Read {
-                    source: Some(src),
-                    meta,
-                    ..
+                    source: Some(src), ..
                 } = &p.state
                     && matches!(
                         r.outcome,
                         Outcome::Ingested | Outcome::Overwritten | Outcome::Unchanged
                     )
                 {
-                    self.quick_cache.update(src, meta.as_ref());
+                    self.quick_cache.update(src);
                 }
             }
             return Ok(());

@@ -2097,6 +2097,85 @@ fn quick_check_trusts_size_and_mtime_unless_turned_off() {
     assert_eq!(ws.history("same-size.txt").unwrap().len(), 3);
 }
 
+/// A source's quick-check record holds only while its name holds what the
+/// source gave it: written from another source (or by another handle on
+/// the workspace), the name drops the record, and the first source, though
+/// unchanged on disk, is read again and decided by the write mode. Two
+/// sources that give a name the same content both keep their records.
+#[test]
+fn quick_check_record_is_dropped_when_its_name_is_written_from_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t0());
+    let ws_dir = dir.path().join("ws");
+    let ws = open_ws(&ws_dir, &clock, DEFAULT_INLINE_THRESHOLD);
+    let s = session(&ws, WriteMode::Overwrite, Lifetime::Forever);
+    let [a, b, c] = ["a", "b", "c"].map(|d| {
+        fs::create_dir(dir.path().join(d)).unwrap();
+        dir.path().join(d).join("doc.txt")
+    });
+    fs::write(&a, b"from a").unwrap();
+    fs::write(&b, b"from b").unwrap();
+    fs::write(&c, b"from a").unwrap();
+    for f in [&a, &b, &c] {
+        set_mtime(f, 1_700_000_000);
+    }
+    let one = |path: &Path, outcome| {
+        let (r, _) = run(&ws, &s, vec![Item::path(name("doc.txt"), path)]);
+        assert_eq!(
+            outcomes(&r),
+            expect(&[("doc.txt", outcome, None)]),
+            "{}",
+            path.display()
+        );
+    };
+    one(&a, Outcome::Ingested);
+    one(&a, Outcome::Unchanged);
+    one(&b, Outcome::Overwritten);
+    one(&a, Outcome::Overwritten);
+    assert_eq!(contents(&ws), contents_of(&[("doc.txt", b"from a")]));
+
+    // Another handle (another process, say) writes the name.
+    let other = open_ws(&ws_dir, &clock, DEFAULT_INLINE_THRESHOLD);
+    let (r, _) = run(
+        &other,
+        &s,
+        vec![Item::bytes(name("doc.txt"), b"from memory".to_vec())],
+    );
+    assert_eq!(
+        outcomes(&r),
+        expect(&[("doc.txt", Outcome::Overwritten, None)])
+    );
+    one(&a, Outcome::Overwritten);
+    assert_eq!(contents(&ws), contents_of(&[("doc.txt", b"from a")]));
+
+    // The same content from c: both records hold. A same-size rewrite that
+    // keeps the mtime is not even read (as with rsync), which shows it.
+    one(&c, Outcome::Unchanged);
+    fs::write(&a, b"FROM A").unwrap();
+    fs::write(&c, b"FROM C").unwrap();
+    set_mtime(&a, 1_700_000_000);
+    set_mtime(&c, 1_700_000_000);
+    one(&a, Outcome::Unchanged);
+    one(&c, Outcome::Unchanged);
+    assert_eq!(contents(&ws), contents_of(&[("doc.txt", b"from a")]));
+
+    // New metadata for the same content also drops the records.
+    let d = dir.path().join("d.txt");
+    fs::write(&d, b"from a").unwrap();
+    let (r, _) = run(
+        &ws,
+        &s,
+        vec![Item::path(name("doc.txt"), &d).with_meta(meta(r#"{"k":1}"#))],
+    );
+    assert_eq!(
+        outcomes(&r),
+        expect(&[("doc.txt", Outcome::Overwritten, None)])
+    );
+    one(&c, Outcome::Overwritten);
+    assert_eq!(contents(&ws), contents_of(&[("doc.txt", b"FROM C")]));
+    assert_eq!(ws.verify().unwrap().defects, vec![]);
+}
+
 /// Regression: the quick check looked at the index before earlier files of
 /// the same run were committed, and its `unchanged` was reported without
 /// looking again, so an OVERWRITE run of `[bytes X -> N, file (C) -> N]`

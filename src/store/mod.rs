@@ -127,9 +127,13 @@ pub struct SourceRecord {
     pub name: String,
     /// Its content hash.
     pub hash: Hash,
+    /// The metadata the name got with it.
+    pub meta: Option<String>,
 }
 
-/// A source file as the index remembers it, with its name's current state.
+/// A source file as the index remembers it, for the quick check: only
+/// while its name still holds the content and metadata it was recorded
+/// with (a write of the name drops the records it makes stale).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownSource {
     /// The file name within its directory.
@@ -140,12 +144,10 @@ pub struct KnownSource {
     pub mtime_ns: i64,
     /// The name it was ingested as.
     pub name: String,
-    /// Its content hash then.
+    /// Its content hash, which the name still holds.
     pub hash: Hash,
-    /// The hash the name holds now (`None`: the name is gone).
-    pub current_hash: Option<Hash>,
-    /// The metadata the name holds now.
-    pub current_meta: Option<String>,
+    /// The metadata the name still holds.
+    pub meta: Option<String>,
 }
 
 /// One file's outcome as recorded in its session.
@@ -206,9 +208,9 @@ pub trait Index: Send + Sync {
     fn is_closed(&self, id: Uuid) -> Result<bool, StoreError>;
     /// The current version of a name.
     fn current(&self, name: &str) -> Result<Option<Entry>, StoreError>;
-    /// What is remembered of the source files in one directory, with the
-    /// current content of the name each was ingested as: the quick check
-    /// asks once per directory, not once per file.
+    /// What is remembered of the source files in one directory whose names
+    /// still hold what they were recorded with: the quick check asks once
+    /// per directory, not once per file.
     fn sources_in(&self, dir: &Path) -> Result<Vec<KnownSource>, StoreError>;
     /// Starts a write transaction: it holds the index's write lock, so the
     /// decisions taken inside it are atomic per name across processes.
@@ -263,9 +265,11 @@ pub trait WriteTxn {
     /// Adds a blob row (`data` for an inline blob); a no-op if it exists.
     fn put_blob(&mut self, hash: &Hash, size: u64, data: Option<&[u8]>) -> Result<(), StoreError>;
     /// Makes `entry` the current version of its name, moving `replaced` (the
-    /// previous current version, if any) into history.
+    /// previous current version, if any) into history, and forgets the
+    /// source records of the name that no longer hold.
     fn write_version(&mut self, entry: &Entry, replaced: Option<&Entry>) -> Result<(), StoreError>;
-    /// Remembers a source file for the quick check.
+    /// Remembers a source file for the quick check; its name must hold its
+    /// hash and metadata (it was just written, or found unchanged).
     fn record_source(&mut self, rec: &SourceRecord) -> Result<(), StoreError>;
     /// Records a file's outcome in its session and updates the counters.
     fn record_outcome(&mut self, rec: &OutcomeRecord) -> Result<(), StoreError>;

@@ -23,7 +23,7 @@ use crate::outcome::{Outcome, Reason};
 use crate::session::{IngestionStatus, Session, SessionOauthUser, SessionRecord, WriteMode};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Each migration takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -93,6 +93,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX file_outcomes_by_session ON file_outcomes(session_id, id);
     ",
+    // 1 -> 2: a source row holds only while its name holds its content and
+    // metadata (a write of the name deletes the rows it makes stale), so the
+    // quick check reads a folder's rows without a join.
+    "
+    ALTER TABLE sources ADD COLUMN meta TEXT;
+    DELETE FROM sources WHERE NOT EXISTS (
+        SELECT 1 FROM entries e WHERE e.name = sources.name AND e.hash = sources.hash
+    );
+    UPDATE sources SET meta = (SELECT e.meta FROM entries e WHERE e.name = sources.name);
+    CREATE INDEX sources_by_name ON sources(name);
+    ",
 ];
 
 /// The SQLite index in `intake.db`.
@@ -127,8 +138,8 @@ pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
 }
 
 fn hash_col(row: &Row<'_>, i: usize) -> rusqlite::Result<Hash> {
-    let b: Vec<u8> = row.get(i)?;
-    Hash::from_slice(&b).ok_or_else(|| {
+    let b = row.get_ref(i)?.as_blob()?;
+    Hash::from_slice(b).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             i,
             rusqlite::types::Type::Blob,
@@ -420,21 +431,16 @@ impl Index for SqliteIndex {
         let dir = dir.as_os_str().as_bytes();
         self.read("looking up sources", |c| {
             let mut st = c.prepare_cached(
-                "SELECT s.file, s.size, s.mtime_ns, s.name, s.hash, e.hash, e.meta
-                 FROM sources s LEFT JOIN entries e ON e.name = s.name
-                 WHERE s.dir = ?1",
+                "SELECT file, size, mtime_ns, name, hash, meta FROM sources WHERE dir = ?1",
             )?;
             st.query_map([dir], |r| {
                 Ok(KnownSource {
-                    file: OsStr::from_bytes(&r.get::<_, Vec<u8>>(0)?).to_owned(),
+                    file: OsStr::from_bytes(r.get_ref(0)?.as_blob()?).to_owned(),
                     size: r.get::<_, i64>(1)? as u64,
                     mtime_ns: r.get(2)?,
                     name: r.get(3)?,
                     hash: hash_col(r, 4)?,
-                    current_hash: r
-                        .get::<_, Option<Vec<u8>>>(5)?
-                        .and_then(|b| Hash::from_slice(&b)),
-                    current_meta: r.get(6)?,
+                    meta: r.get(5)?,
                 })
             })?
             .collect()
@@ -688,6 +694,11 @@ impl WriteTxn for SqliteTxn<'_> {
         let c = &self.conn;
         (|| {
             if let Some(old) = replaced {
+                // The sources recorded for the old content no longer hold.
+                c.prepare_cached(
+                    "DELETE FROM sources WHERE name = ?1 AND (hash <> ?2 OR meta IS NOT ?3)",
+                )?
+                .execute(params![e.name, &e.hash.0[..], e.meta])?;
                 c.prepare_cached(
                     "INSERT INTO history (name, version, hash, size, meta, session_id, ingested_at, replaced_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -728,8 +739,8 @@ impl WriteTxn for SqliteTxn<'_> {
         let (dir, file) = split_path(&rec.path);
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO sources (dir, file, size, mtime_ns, name, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO sources (dir, file, size, mtime_ns, name, hash, meta)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -738,7 +749,8 @@ impl WriteTxn for SqliteTxn<'_> {
                     rec.size as i64,
                     rec.mtime_ns,
                     rec.name,
-                    &rec.hash.0[..]
+                    &rec.hash.0[..],
+                    rec.meta
                 ])
             })
             .map_err(db_err("recording a source"))?;
@@ -811,5 +823,72 @@ impl WriteTxn for SqliteTxn<'_> {
             .map_err(db_err("committing"))?;
         self.open = false;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1 index gains the quick-check metadata of each source, and
+    /// loses the source rows whose names no longer hold their content.
+    #[test]
+    fn migration_from_1_keeps_only_the_source_records_that_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake.db");
+        let (h1, h2) = (Hash::of(b"one"), Hash::of(b"two"));
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch("PRAGMA user_version = 1").unwrap();
+            let entry =
+                "INSERT INTO entries (name, hash, size, meta, session_id, ingested_at, version)
+                         VALUES (?1, ?2, 3, ?3, 's', 0, 1)";
+            c.execute(entry, params!["a", &h1.0[..], Option::<&str>::None])
+                .unwrap();
+            c.execute(entry, params!["b", &h2.0[..], Some(r#"{"k":1}"#)])
+                .unwrap();
+            let source = "INSERT INTO sources (dir, file, size, mtime_ns, name, hash)
+                          VALUES (?1, ?2, 3, 7, ?3, ?4)";
+            // Holds; holds (with metadata); stale (b holds h2); name gone.
+            for (file, name, hash) in [
+                ("a", "a", h1),
+                ("b", "b", h2),
+                ("b2", "b", h1),
+                ("x", "x", h1),
+            ] {
+                c.execute(
+                    source,
+                    params![&b"/src"[..], file.as_bytes(), name, &hash.0[..]],
+                )
+                .unwrap();
+            }
+        }
+        let index = SqliteIndex::open(&path, false, Duration::from_secs(1)).unwrap();
+        let mut known = index.sources_in(Path::new("/src")).unwrap();
+        known.sort_by(|x, y| x.file.cmp(&y.file));
+        let got: Vec<(&OsStr, &str, Hash, Option<&str>)> = known
+            .iter()
+            .map(|k| {
+                (
+                    k.file.as_os_str(),
+                    k.name.as_str(),
+                    k.hash,
+                    k.meta.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (OsStr::new("a"), "a", h1, None),
+                (OsStr::new("b"), "b", h2, Some(r#"{"k":1}"#)),
+            ]
+        );
+        let version: i64 = index
+            .writer()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 }
