@@ -2,16 +2,21 @@
 //! metadata)" to the write-mode decision, against an index of 10^4, 10^5 and
 //! 10^6 names.
 //!
-//! Two paths are measured, per name:
+//! Three paths are measured, per name:
 //!
-//! - `hit_same|hit_diff|miss/<MODE>`: [`Workspace::current`] (a pooled read
-//!   connection) and then [`intake::decide`]; what a dry run does.
 //! - `txn_hit_same|txn_hit_diff|txn_miss/<MODE>`: inside a write transaction
 //!   ([`Index::begin`]), `txn.current(name)` and then `decide`, which is what
-//!   the committer does. A transaction serves [`TXN_BATCH`] names (the
-//!   committer's default group commit) and is then dropped (rolled back); its
-//!   begin and rollback are part of the time, amortized over the batch.
-//!   `txn_begin_rollback` is that overhead alone, per transaction.
+//!   the committer of an ingest does. A transaction serves [`TXN_BATCH`]
+//!   names (the committer's default group commit) and is then dropped
+//!   (rolled back); its begin and rollback are part of the time, amortized
+//!   over the batch. `txn_begin_rollback` is that overhead alone, per
+//!   transaction.
+//! - `snap_hit_same|snap_hit_diff|snap_miss/<MODE>`: in a read transaction
+//!   ([`Workspace::snapshot`]) of [`TXN_BATCH`] names, `snap.current(name)`
+//!   and then [`intake::decide`]; what a dry run does for each batch.
+//! - `hit_same|hit_diff|miss/<MODE>`: [`Workspace::current`] alone and then
+//!   `decide`: one lookup in a read transaction of its own (what `intake
+//!   files show` does), for comparison; no batch of checks takes this path.
 //!
 //! `hit_same` is a candidate with the content the name holds (`Unchanged`),
 //! `hit_diff` one with other content (`Keep`, `Overwrite` or `Conflict` by
@@ -297,6 +302,37 @@ fn bench(c: &mut Criterion) {
                         d
                     });
                 });
+                let id = BenchmarkId::new(format!("snap_{}", kind.label()), mode.as_str());
+                g.bench_function(id, |b| {
+                    b.iter_custom(|iters| {
+                        let mut k = 0usize;
+                        let mut left = iters;
+                        let start = Instant::now();
+                        while left > 0 {
+                            let chunk = left.min(TXN_BATCH);
+                            left -= chunk;
+                            let snap =
+                                f.ws.snapshot()
+                                    .unwrap_or_else(|e| panic!("taking a snapshot: {e}"));
+                            for _ in 0..chunk {
+                                let c = &cands[k % SAMPLE];
+                                k += 1;
+                                let existing = snap
+                                    .current(black_box(&c.name))
+                                    .unwrap_or_else(|e| panic!("looking up {}: {e}", c.name));
+                                let new = Identity {
+                                    hash: &c.hash,
+                                    meta: None,
+                                };
+                                let d = decide(mode, existing.as_ref().map(identity), new);
+                                assert_eq!(d, expected, "{}", c.name);
+                                black_box(d);
+                            }
+                            drop(snap);
+                        }
+                        start.elapsed()
+                    });
+                });
                 let id = BenchmarkId::new(format!("txn_{}", kind.label()), mode.as_str());
                 g.bench_function(id, |b| {
                     b.iter_custom(|iters| {
@@ -380,7 +416,7 @@ fn fmt_ns(ns: Option<f64>) -> String {
 /// Prints the medians per name and the 10^6 : 10^4 ratio against the targets.
 fn summary(since: SystemTime) {
     let mut rows = Vec::new();
-    for prefix in ["", "txn_"] {
+    for prefix in ["txn_", "snap_", ""] {
         for kind in Kind::ALL {
             for mode in MODES {
                 let function = format!("{prefix}{}", kind.label());
@@ -414,6 +450,8 @@ fn summary(since: SystemTime) {
             _ => None,
         };
         let verdict = match (m[2], ratio) {
+            // A lookup alone is shown for comparison, not a check path.
+            (Some(_), Some(_)) if !id.starts_with("txn_") && !id.starts_with("snap_") => "info",
             (Some(t), Some(r)) if t <= TARGET_NS_AT_1E6 && r <= TARGET_RATIO => "PASS",
             (Some(_), Some(_)) => "MISS",
             _ => "-",

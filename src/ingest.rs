@@ -33,7 +33,9 @@ use crate::meta::Meta;
 use crate::name::Name;
 use crate::outcome::{Counts, FileReport, Outcome, Reason};
 use crate::session::Session;
-use crate::store::{Entry, KnownSource, OutcomeRecord, SourceRecord, StoreError, WriteTxn};
+use crate::store::{
+    Entry, KnownSource, OutcomeRecord, ReadTxn, SourceRecord, StoreError, WriteTxn,
+};
 use crate::workspace::Workspace;
 
 /// Where a file's content comes from.
@@ -879,7 +881,13 @@ impl IngestRun {
                 ready_bytes = 0;
                 oldest = None;
                 if self.dry_run {
-                    reports.extend(ready.drain(..).map(|p| dry.decide(self, p)));
+                    // One read transaction per batch; if there is none to
+                    // be had, each lookup on its own.
+                    let index = self.ws.index();
+                    let view = index
+                        .read_txn()
+                        .unwrap_or_else(|_| Box::new(crate::store::EachAlone(index)));
+                    reports.extend(ready.drain(..).map(|p| dry.decide(self, &*view, p)));
                 } else {
                     self.commit_batch(&mut ready, &mut reports);
                 }
@@ -1363,12 +1371,12 @@ struct DryRun {
 }
 
 impl DryRun {
-    fn decide(&mut self, run: &IngestRun, p: Prepared) -> FileReport {
-        let r = self.decide_unnamed(run, &p);
+    fn decide(&mut self, run: &IngestRun, view: &dyn ReadTxn, p: Prepared) -> FileReport {
+        let r = self.decide_unnamed(run, view, &p);
         p.into_report(r)
     }
 
-    fn decide_unnamed(&mut self, run: &IngestRun, p: &Prepared) -> FileReport {
+    fn decide_unnamed(&mut self, run: &IngestRun, view: &dyn ReadTxn, p: &Prepared) -> FileReport {
         let s = &run.session;
         let (hash, size, meta) = match &p.state {
             State::Refused { reason, message } => {
@@ -1386,7 +1394,7 @@ impl DryRun {
         };
         let existing: Option<(Hash, Option<String>)> = match self.written.get(&p.name) {
             Some((h, m)) => Some((*h, m.as_ref().map(|m| m.as_str().to_owned()))),
-            None => match run.ws.index().current(&p.name) {
+            None => match view.current(&p.name) {
                 Ok(e) => e.map(|e| (e.hash, e.meta)),
                 Err(e) => {
                     return p.report(

@@ -69,6 +69,6 @@ pub use session::{
     SessionRecord, SessionStatus, UnknownWriteMode, WriteMode, format_ts,
 };
 pub use workspace::{
-    BLOB_DIR, DEFAULT_GC_GRACE, DEFAULT_INLINE_THRESHOLD, Defect, GcReport, INDEX_FILE,
+    BLOB_DIR, DEFAULT_GC_GRACE, DEFAULT_INLINE_THRESHOLD, Defect, GcReport, INDEX_FILE, Snapshot,
     VerifyReport, Workspace, WorkspaceBuilder,
 };

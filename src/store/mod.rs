@@ -194,6 +194,21 @@ pub struct IndexGc {
     pub external_blobs: Vec<Hash>,
 }
 
+/// Lookups in one read transaction; see [`Index::read_txn`].
+pub trait ReadTxn {
+    /// The current version of a name.
+    fn current(&self, name: &str) -> Result<Option<Entry>, StoreError>;
+}
+
+/// [`Index::read_txn`]'s default: each lookup on its own.
+pub(crate) struct EachAlone<'a, I: ?Sized>(pub(crate) &'a I);
+
+impl<I: Index + ?Sized> ReadTxn for EachAlone<'_, I> {
+    fn current(&self, name: &str) -> Result<Option<Entry>, StoreError> {
+        self.0.current(name)
+    }
+}
+
 /// The index: names, versions, sessions, counters and small blobs.
 pub trait Index: Send + Sync {
     /// Stores a new session.
@@ -208,6 +223,14 @@ pub trait Index: Send + Sync {
     fn is_closed(&self, id: Uuid) -> Result<bool, StoreError>;
     /// The current version of a name.
     fn current(&self, name: &str) -> Result<Option<Entry>, StoreError>;
+    /// A read transaction: one consistent view for many lookups, which
+    /// costs less per name than [`Index::current`] alone. It holds back the
+    /// index's housekeeping while it lives, so keep it short (a batch).
+    ///
+    /// The default looks each name up on its own.
+    fn read_txn(&self) -> Result<Box<dyn ReadTxn + '_>, StoreError> {
+        Ok(Box::new(EachAlone(self)))
+    }
     /// What is remembered of the source files in one directory whose names
     /// still hold what they were recorded with: the quick check asks once
     /// per directory, not once per file.

@@ -15,8 +15,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use super::{
-    BlobRecord, Entry, Index, IndexGc, KnownSource, OutcomeRecord, SourceRecord, StoreError,
-    WriteTxn,
+    BlobRecord, Entry, Index, IndexGc, KnownSource, OutcomeRecord, ReadTxn, SourceRecord,
+    StoreError, WriteTxn,
 };
 use crate::hash::Hash;
 use crate::outcome::{Outcome, Reason};
@@ -254,8 +254,11 @@ impl SqliteIndex {
         create: bool,
         busy_timeout: Duration,
     ) -> Result<SqliteIndex, StoreError> {
-        let conn = open_conn(path, create, busy_timeout)?;
-        migrate(&conn)?;
+        let conn = retry_busy(busy_timeout, || {
+            let conn = open_conn(path, create, busy_timeout)?;
+            migrate(&conn)?;
+            Ok(conn)
+        })?;
         Ok(SqliteIndex {
             path: path.to_owned(),
             writer: Mutex::new(conn),
@@ -274,38 +277,95 @@ impl SqliteIndex {
         what: &str,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => open_conn(&self.path, false, self.busy_timeout)?,
-        };
+        let conn = self.pooled()?;
         let out = f(&conn).map_err(db_err(what));
+        self.give_back(conn);
+        out
+    }
+
+    /// A read connection from the pool, or a new one.
+    fn pooled(&self) -> Result<Connection, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match pooled {
+            Some(c) => Ok(c),
+            None => retry_busy(self.busy_timeout, || {
+                open_conn(&self.path, false, self.busy_timeout)
+            }),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
         self.readers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(conn);
-        out
     }
 }
 
-fn open_conn(path: &Path, create: bool, busy_timeout: Duration) -> Result<Connection, StoreError> {
+/// An error while opening the index, and whether it was SQLite's "busy".
+struct OpenErr {
+    err: StoreError,
+    busy: bool,
+}
+
+impl From<StoreError> for OpenErr {
+    fn from(err: StoreError) -> OpenErr {
+        OpenErr { err, busy: false }
+    }
+}
+
+fn open_err(what: &str) -> impl FnOnce(rusqlite::Error) -> OpenErr + '_ {
+    move |e| OpenErr {
+        busy: matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        ),
+        err: db_err(what)(e),
+    }
+}
+
+/// Runs `open` until it does not fail with "busy", for up to `timeout`.
+/// SQLite answers "busy" at once, without its busy handler, where waiting
+/// could deadlock: when processes create, or switch to WAL, or migrate one
+/// index at the same moment. A fresh attempt after the other is done
+/// succeeds.
+fn retry_busy<T>(
+    timeout: Duration,
+    mut open: impl FnMut() -> Result<T, OpenErr>,
+) -> Result<T, StoreError> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match open() {
+            Ok(t) => return Ok(t),
+            Err(OpenErr { busy: true, .. }) if started.elapsed() < timeout => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.err),
+        }
+    }
+}
+
+fn open_conn(path: &Path, create: bool, busy_timeout: Duration) -> Result<Connection, OpenErr> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let what = format!("opening {}", path.display());
-    let conn = Connection::open_with_flags(path, flags).map_err(db_err(&what))?;
-    conn.busy_timeout(busy_timeout).map_err(db_err(&what))?;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err(&what))?;
+    conn.busy_timeout(busy_timeout).map_err(open_err(&what))?;
     // journal_mode=WAL is persistent and itself needs the lock; the busy
     // timeout above covers a concurrent opener.
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(db_err(&what))?;
+        .map_err(open_err(&what))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Index {
             what,
             message: format!("could not switch to WAL mode (journal mode is {mode})"),
-        });
+        }
+        .into());
     }
     conn.execute_batch(
         "PRAGMA synchronous=FULL;
@@ -313,7 +373,7 @@ fn open_conn(path: &Path, create: bool, busy_timeout: Duration) -> Result<Connec
          PRAGMA cache_size=-32768;
          PRAGMA temp_store=MEMORY;",
     )
-    .map_err(db_err(&what))?;
+    .map_err(open_err(&what))?;
     // A stable plan: without it SQLite re-plans a cached statement whenever
     // a parameter it could plan on is bound anew (the quick check's
     // per-folder query, once per folder), and intake keeps no statistics
@@ -322,26 +382,27 @@ fn open_conn(path: &Path, create: bool, busy_timeout: Duration) -> Result<Connec
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
     )
-    .map_err(db_err(&what))?;
+    .map_err(open_err(&what))?;
     Ok(conn)
 }
 
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
+fn migrate(conn: &Connection) -> Result<(), OpenErr> {
     let what = "checking the schema version";
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(db_err(what))?;
+        .map_err(open_err(what))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             found: version,
             supported: SCHEMA_VERSION,
-        });
+        }
+        .into());
     }
     if version == SCHEMA_VERSION {
         return Ok(());
     }
     conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(db_err("migrating the schema"))?;
+        .map_err(open_err("migrating the schema"))?;
     // Re-read under the lock: another process may have migrated meanwhile.
     let result = (|| {
         let mut v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -355,10 +416,10 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     match result {
         Ok(()) => conn
             .execute_batch("COMMIT")
-            .map_err(db_err("migrating the schema")),
+            .map_err(open_err("migrating the schema")),
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
-            Err(db_err("migrating the schema")(e))
+            Err(open_err("migrating the schema")(e))
         }
     }
 }
@@ -425,6 +486,18 @@ impl Index for SqliteIndex {
 
     fn current(&self, name: &str) -> Result<Option<Entry>, StoreError> {
         self.read("looking up a name", |c| current_on(c, name))
+    }
+
+    fn read_txn(&self) -> Result<Box<dyn ReadTxn + '_>, StoreError> {
+        let conn = self.pooled()?;
+        // Deferred: the read transaction starts with the first lookup and
+        // keeps its view until the end.
+        conn.execute_batch("BEGIN")
+            .map_err(db_err("starting a read transaction"))?;
+        Ok(Box::new(SqliteReadTxn {
+            index: self,
+            conn: Some(conn),
+        }))
     }
 
     fn sources_in(&self, dir: &Path) -> Result<Vec<KnownSource>, StoreError> {
@@ -647,6 +720,32 @@ fn has_blob_on(c: &Connection, hash: &Hash) -> rusqlite::Result<bool> {
         .map(|o| o.is_some())
 }
 
+/// A read transaction on a pooled connection, given back when it ends.
+struct SqliteReadTxn<'a> {
+    index: &'a SqliteIndex,
+    conn: Option<Connection>,
+}
+
+impl ReadTxn for SqliteReadTxn<'_> {
+    fn current(&self, name: &str) -> Result<Option<Entry>, StoreError> {
+        match &self.conn {
+            Some(c) => current_on(c, name).map_err(db_err("looking up a name")),
+            None => Err(StoreError::Corrupt("read transaction already ended".into())),
+        }
+    }
+}
+
+impl Drop for SqliteReadTxn<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // A connection whose transaction would not end is not reused.
+            if conn.execute_batch("COMMIT").is_ok() {
+                self.index.give_back(conn);
+            }
+        }
+    }
+}
+
 /// Counter changes made by a transaction, applied once at commit.
 #[derive(Default)]
 struct Delta {
@@ -829,6 +928,45 @@ impl WriteTxn for SqliteTxn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn busy() -> OpenErr {
+        open_err("opening")(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        ))
+    }
+
+    #[test]
+    fn retry_busy_retries_only_busy_and_only_until_the_timeout() {
+        // Busy twice, then open.
+        let mut tries = 0;
+        let got = retry_busy(Duration::from_secs(10), || {
+            tries += 1;
+            if tries < 3 { Err(busy()) } else { Ok(tries) }
+        });
+        assert_eq!(got.ok(), Some(3));
+
+        // Any other error at once.
+        let mut tries = 0;
+        let got: Result<(), StoreError> = retry_busy(Duration::from_secs(10), || {
+            tries += 1;
+            Err(StoreError::Corrupt("not a database".into()).into())
+        });
+        assert_eq!(tries, 1);
+        assert!(matches!(got, Err(StoreError::Corrupt(_))), "{got:?}");
+
+        // Busy for good: the error, once the timeout has passed.
+        let started = std::time::Instant::now();
+        let got: Result<(), StoreError> = retry_busy(Duration::from_millis(30), || Err(busy()));
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        match got {
+            Err(StoreError::Index { what, message }) => {
+                assert_eq!(what, "opening");
+                assert!(message.contains("locked"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// A version-1 index gains the quick-check metadata of each source, and
     /// loses the source rows whose names no longer hold their content.
