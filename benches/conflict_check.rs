@@ -262,6 +262,24 @@ fn fixture(n: u64, label: &str) -> Fixture {
     f
 }
 
+/// Runs `iters` candidates (round-robin) through `batch` in batches of
+/// [`TXN_BATCH`], one transaction each, and returns the time it took.
+fn in_batches(
+    iters: u64,
+    cands: &[Candidate],
+    mut batch: impl FnMut(&mut dyn Iterator<Item = &Candidate>),
+) -> Duration {
+    let mut next = cands.iter().cycle();
+    let mut left = iters;
+    let start = Instant::now();
+    while left > 0 {
+        let chunk = left.min(TXN_BATCH);
+        left -= chunk;
+        batch(&mut next.by_ref().take(chunk as usize));
+    }
+    start.elapsed()
+}
+
 /// Whether criterion will measure (`cargo bench`), rather than run each
 /// benchmark once as a test (`cargo test --benches`) or list them.
 fn measuring() -> bool {
@@ -284,6 +302,15 @@ fn bench(c: &mut Criterion) {
             let cands = candidates(n, kind);
             for mode in MODES {
                 let expected = kind.expected(mode);
+                let check = |c: &Candidate, existing: Option<Entry>| {
+                    let new = Identity {
+                        hash: &c.hash,
+                        meta: None,
+                    };
+                    let d = decide(mode, existing.as_ref().map(identity), new);
+                    assert_eq!(d, expected, "{}", c.name);
+                    d
+                };
                 let id = BenchmarkId::new(kind.label(), mode.as_str());
                 g.bench_function(id, |b| {
                     let mut k = 0usize;
@@ -293,76 +320,40 @@ fn bench(c: &mut Criterion) {
                         let existing =
                             f.ws.current(black_box(&c.name))
                                 .unwrap_or_else(|e| panic!("looking up {}: {e}", c.name));
-                        let new = Identity {
-                            hash: &c.hash,
-                            meta: None,
-                        };
-                        let d = decide(mode, existing.as_ref().map(identity), new);
-                        assert_eq!(d, expected, "{}", c.name);
-                        d
+                        check(c, existing)
                     });
                 });
                 let id = BenchmarkId::new(format!("snap_{}", kind.label()), mode.as_str());
                 g.bench_function(id, |b| {
                     b.iter_custom(|iters| {
-                        let mut k = 0usize;
-                        let mut left = iters;
-                        let start = Instant::now();
-                        while left > 0 {
-                            let chunk = left.min(TXN_BATCH);
-                            left -= chunk;
+                        in_batches(iters, &cands, |batch| {
                             let snap =
                                 f.ws.snapshot()
                                     .unwrap_or_else(|e| panic!("taking a snapshot: {e}"));
-                            for _ in 0..chunk {
-                                let c = &cands[k % SAMPLE];
-                                k += 1;
+                            for c in batch {
                                 let existing = snap
                                     .current(black_box(&c.name))
                                     .unwrap_or_else(|e| panic!("looking up {}: {e}", c.name));
-                                let new = Identity {
-                                    hash: &c.hash,
-                                    meta: None,
-                                };
-                                let d = decide(mode, existing.as_ref().map(identity), new);
-                                assert_eq!(d, expected, "{}", c.name);
-                                black_box(d);
+                                black_box(check(c, existing));
                             }
-                            drop(snap);
-                        }
-                        start.elapsed()
+                        })
                     });
                 });
                 let id = BenchmarkId::new(format!("txn_{}", kind.label()), mode.as_str());
                 g.bench_function(id, |b| {
                     b.iter_custom(|iters| {
-                        let mut k = 0usize;
-                        let mut left = iters;
-                        let start = Instant::now();
-                        while left > 0 {
-                            let chunk = left.min(TXN_BATCH);
-                            left -= chunk;
+                        in_batches(iters, &cands, |batch| {
                             let mut txn = f
                                 .index
                                 .begin(false)
                                 .unwrap_or_else(|e| panic!("beginning a transaction: {e}"));
-                            for _ in 0..chunk {
-                                let c = &cands[k % SAMPLE];
-                                k += 1;
+                            for c in batch {
                                 let existing = txn
                                     .current(black_box(&c.name))
                                     .unwrap_or_else(|e| panic!("looking up {}: {e}", c.name));
-                                let new = Identity {
-                                    hash: &c.hash,
-                                    meta: None,
-                                };
-                                let d = decide(mode, existing.as_ref().map(identity), new);
-                                assert_eq!(d, expected, "{}", c.name);
-                                black_box(d);
+                                black_box(check(c, existing));
                             }
-                            drop(txn);
-                        }
-                        start.elapsed()
+                        })
                     });
                 });
             }
