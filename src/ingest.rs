@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
 use uuid::Uuid;
 
 use crate::decide::{Decision, Identity, decide};
@@ -167,6 +167,10 @@ pub struct IngestRun {
 /// for it in a serial order.) A false positive only costs a lookup.
 struct WrittenNames {
     bits: Vec<u64>,
+    /// Whether anything was inserted: a run that writes nothing (an
+    /// unchanged re-run) then never touches the bits, whose random reads
+    /// miss the cache.
+    any: bool,
 }
 
 impl WrittenNames {
@@ -175,6 +179,7 @@ impl WrittenNames {
     fn new() -> WrittenNames {
         WrittenNames {
             bits: vec![0; Self::BITS / 64],
+            any: false,
         }
     }
 
@@ -185,15 +190,17 @@ impl WrittenNames {
     }
 
     fn insert(&mut self, name: &str) {
+        self.any = true;
         for i in Self::slots(name) {
             self.bits[i / 64] |= 1 << (i % 64);
         }
     }
 
     fn may_contain(&self, name: &str) -> bool {
-        Self::slots(name)
-            .iter()
-            .all(|&i| self.bits[i / 64] & (1 << (i % 64)) != 0)
+        self.any
+            && Self::slots(name)
+                .iter()
+                .all(|&i| self.bits[i / 64] & (1 << (i % 64)) != 0)
     }
 }
 
@@ -844,10 +851,15 @@ impl IngestRun {
         let mut next = 0u64;
         let mut dry = DryRun::default();
         loop {
-            let msg = if ready.is_empty() {
-                done.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                done.recv_timeout(self.linger)
+            // What is already there first: a blocking receive reads the
+            // clock for its deadline.
+            let msg = match done.try_recv() {
+                Ok(p) => Ok(p),
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) if ready.is_empty() => {
+                    done.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                }
+                Err(TryRecvError::Empty) => done.recv_timeout(self.linger),
             };
             let finished = match msg {
                 Ok(p) => {
@@ -876,7 +888,9 @@ impl IngestRun {
                 || ready.len() >= self.batch_files
                 || ready_bytes >= self.batch_bytes
                 || (idle && !ready.is_empty() && progress.all_received(next))
-                || oldest.is_some_and(|t| t.elapsed() >= self.max_delay);
+                // Files keep coming: the age is checked now and then.
+                || ((idle || ready.len().is_multiple_of(64))
+                    && oldest.is_some_and(|t| t.elapsed() >= self.max_delay));
             if flush && !ready.is_empty() {
                 ready_bytes = 0;
                 oldest = None;
