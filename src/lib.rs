@@ -62,7 +62,7 @@ pub use error::{Error, Result};
 pub use hash::Hash;
 pub use ingest::{IngestRun, Item, Source, Summary};
 pub use meta::{MAX_SIDECAR_BYTES, Meta, MetaError, SIDECAR_SUFFIX};
-pub use name::{Name, NameError};
+pub use name::{MAX_COMPONENT_BYTES, MAX_NAME_BYTES, Name, NameError};
 pub use outcome::{Counts, FileReport, Outcome, Reason};
 pub use session::{
     CreateSession, DEFAULT_TTL, IngestionStatus, Lifetime, Session, SessionOauthUser,
