@@ -1006,6 +1006,54 @@ fn special_kind(ty: &FileType) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The sidecar lookup that builds no string agrees with the one that
+    /// does, on names that sort around each other's sidecars.
+    #[test]
+    fn has_sidecar_agrees_with_looking_up_the_sidecar_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            "a",
+            "a.meta.json",
+            "a.",
+            "a.meta.jso",
+            "a.meta.jsonx",
+            "ab",
+            "ab.meta.json",
+            "b.meta.json",
+            "c",
+            "c.meta.json.meta.json",
+            "é",
+            "é.meta.json",
+            "z",
+        ];
+        for f in files {
+            fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::create_dir(dir.path().join("d.meta.json")).unwrap();
+        let frame = Frame {
+            dir: dir.path().to_path_buf(),
+            rel: PathBuf::new(),
+            depth: 0,
+            entries: read_sorted(dir.path()).unwrap(),
+            pos: 0,
+        };
+        let probes = files
+            .iter()
+            .copied()
+            .chain(["", "b", "c.meta.json", "d", "y", "zz"]);
+        let mut with = Vec::new();
+        for name in probes {
+            let name = OsStr::new(name);
+            let expected = frame.has_file(&sidecar_name(name));
+            assert_eq!(frame.has_sidecar(name), expected, "{name:?}");
+            if expected {
+                with.push(name.to_string_lossy().into_owned());
+            }
+        }
+        assert_eq!(with, ["a", "ab", "é", "b", "c.meta.json"]);
+    }
+
     fn walk(opts: PlanOptions, prefetch: bool) -> Vec<String> {
         let mut p = Planner::new(opts).unwrap();
         if !prefetch {
