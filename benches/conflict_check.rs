@@ -41,9 +41,11 @@
 //! 10^6 to 10^4 against the targets (≤ 2 µs per name at 10^6, ≤ 2× the cost
 //! at 10^4).
 
+mod support;
+
 use std::fs;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,6 +55,7 @@ use intake::{
     CreateSession, Decision, Hash, INDEX_FILE, Identity, Item, Name, SessionOauthUser, Workspace,
     WorkspaceBuilder, WriteMode, decide,
 };
+use support::{median_ns, target_dir};
 
 /// Index sizes, with the label used in benchmark ids and directory names.
 const SIZES: [(u64, &str); 3] = [(10_000, "1e4"), (100_000, "1e5"), (1_000_000, "1e6")];
@@ -167,12 +170,6 @@ fn identity(e: &Entry) -> Identity<'_> {
         hash: &e.hash,
         meta: e.meta.as_deref(),
     }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 /// An index of `n` names: the workspace, and the index itself for the
@@ -372,31 +369,6 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// Criterion's directory for its results.
-fn criterion_dir() -> PathBuf {
-    std::env::var_os("CRITERION_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("criterion"))
-}
-
-/// Criterion's median (ns per iteration) of a benchmark run by this process.
-fn median_ns(group: &str, function: &str, value: &str, since: SystemTime) -> Option<f64> {
-    let safe = |s: &str| s.replace(['?', '"', '/', '\\', '*', '<', '>', ':', '|', '^'], "_");
-    let path = criterion_dir()
-        .join(safe(group))
-        .join(safe(function))
-        .join(safe(value))
-        .join("new/estimates.json");
-    let fresh = fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t >= since);
-    if !fresh {
-        return None;
-    }
-    let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
-}
-
 fn fmt_ns(ns: Option<f64>) -> String {
     match ns {
         Some(ns) if ns >= 1_000.0 => format!("{:.2} µs", ns / 1_000.0),
@@ -416,9 +388,7 @@ fn summary(since: SystemTime) {
                     .iter()
                     .map(|(_, l)| {
                         median_ns(
-                            &format!("conflict_check/{l}"),
-                            &function,
-                            mode.as_str(),
+                            &[&format!("conflict_check/{l}"), &function, mode.as_str()],
                             since,
                         )
                     })
@@ -462,9 +432,7 @@ fn summary(since: SystemTime) {
         .iter()
         .map(|(_, l)| {
             let ns = median_ns(
-                &format!("conflict_check/{l}"),
-                "txn_begin_rollback",
-                "",
+                &[&format!("conflict_check/{l}"), "txn_begin_rollback"],
                 since,
             );
             format!("{l}: {}", fmt_ns(ns))

@@ -27,6 +27,8 @@
 //! cargo bench --bench ingest -- small/
 //! ```
 
+mod support;
+
 use std::cell::{OnceCell, RefCell};
 use std::fs;
 use std::io::Write;
@@ -35,6 +37,7 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 use intake::{Counts, CreateSession, Item, Name, SessionOauthUser, Workspace, WriteMode};
+use support::median_ns;
 use tempfile::TempDir;
 
 /// A generated source tree.
@@ -253,33 +256,6 @@ fn bench_tree(c: &mut Criterion, scratch: &Path, t: &Tree) {
     g.finish();
 }
 
-/// Criterion's directory for its results.
-fn criterion_dir() -> PathBuf {
-    std::env::var_os("CRITERION_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("criterion"))
-        })
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion"))
-}
-
-/// Criterion's median (ns per iteration) of a benchmark run by this process.
-fn median_ns(group: &str, function: &str, since: SystemTime) -> Option<f64> {
-    let safe = |s: &str| s.replace(['?', '"', '/', '\\', '*', '<', '>', ':', '|', '^'], "_");
-    let path = criterion_dir()
-        .join(safe(group))
-        .join(safe(function))
-        .join("new/estimates.json");
-    let fresh = fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t >= since);
-    if !fresh {
-        return None;
-    }
-    let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
-}
-
 /// Prints each run's median, its throughput and the ratio to its peer.
 fn summary(trees: &[Tree], since: SystemTime) {
     let mut lines = Vec::new();
@@ -287,8 +263,8 @@ fn summary(trees: &[Tree], since: SystemTime) {
         let group = format!("ingest/{}", t.label);
         for (run, peer) in [("fresh", "fresh_peer_copy"), ("rerun", "rerun_peer_stat")] {
             let (Some(a), p) = (
-                median_ns(&group, run, since),
-                median_ns(&group, peer, since),
+                median_ns(&[&group, run], since),
+                median_ns(&[&group, peer], since),
             ) else {
                 continue;
             };
