@@ -863,16 +863,14 @@ impl IngestRun {
             };
             let finished = match msg {
                 Ok(p) => {
-                    if p.seq == next {
-                        // In order (the usual case): no detour.
-                        next += 1;
-                        ready_bytes += p.inline_bytes();
-                        ready.push(p);
-                        oldest.get_or_insert_with(Instant::now);
+                    // In order (the usual case): no detour through the map.
+                    let mut in_order = if p.seq == next {
+                        Some(p)
                     } else {
                         pending.insert(p.seq, p);
-                    }
-                    while let Some(p) = pending.remove(&next) {
+                        None
+                    };
+                    while let Some(p) = in_order.take().or_else(|| pending.remove(&next)) {
                         next += 1;
                         ready_bytes += p.inline_bytes();
                         ready.push(p);

@@ -899,15 +899,17 @@ fn normal_components(rel: &Path) -> Option<Vec<&OsStr>> {
 
 impl Frame {
     fn has_file(&self, name: &OsStr) -> bool {
-        self.entries
-            .binary_search_by(|e| e.name.as_bytes().cmp(name.as_bytes()))
-            .is_ok_and(|i| !self.entries[i].ty.is_dir())
+        self.has_non_dir(name.as_bytes(), b"")
     }
 
     /// Whether the sidecar of `name` (`name` + `.meta.json`) is listed.
     fn has_sidecar(&self, name: &OsStr) -> bool {
-        let (a, b) = (name.as_bytes(), SIDECAR_SUFFIX.as_bytes());
-        // Compares an entry with the concatenation a + b, without building it.
+        self.has_non_dir(name.as_bytes(), SIDECAR_SUFFIX.as_bytes())
+    }
+
+    /// Whether an entry other than a folder is named `a` + `b`, found
+    /// without building the name.
+    fn has_non_dir(&self, a: &[u8], b: &[u8]) -> bool {
         let cmp = |e: &Ent| {
             let n = e.name.as_bytes();
             let k = n.len().min(a.len());
