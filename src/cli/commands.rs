@@ -1,20 +1,19 @@
 //! One function per command.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, anyhow, bail};
-use intake::plan::{PlanEvent, PlanOptions, Planner};
-use intake::{
-    CreateSession, Lifetime, Outcome, Session, SessionRecord, Workspace, WriteMode, format_ts,
-};
+use anyhow::{Context, Result, bail};
+use intake::plan::{PlanEvent, Planner};
+use intake::{Outcome, SessionRecord, Workspace, session::format_ts};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::Exit;
-use super::args::{Cli, Command, FilesCmd, IngestArgs, SelectArgs, SessionArgs, SessionCmd};
+use super::args::{Cli, Command, FilesCmd, IngestArgs, SessionCmd};
+use super::config::{create_request, parse_id, plan_options, session_for_run, workspace_dir};
 use super::output::{Printer, human_bytes, printable, println_locked};
 use super::signals::Signals;
 use super::user::creator;
@@ -31,19 +30,13 @@ pub fn dispatch(cli: &Cli) -> Result<Exit> {
     }
 }
 
-pub fn workspace_dir(cli: &Cli) -> Result<PathBuf> {
-    cli.workspace
-        .clone()
-        .ok_or_else(|| anyhow!("no workspace given: pass --workspace DIR or set INTAKE_WORKSPACE"))
-}
-
 fn open(cli: &Cli) -> Result<Workspace> {
     Ok(Workspace::open(workspace_dir(cli)?)?)
 }
 
 fn init(cli: &Cli) -> Result<Exit> {
     let dir = workspace_dir(cli)?;
-    let existed = dir.join(intake::INDEX_FILE).is_file();
+    let existed = dir.join(intake::workspace::INDEX_FILE).is_file();
     let ws = Workspace::create(&dir)?;
     if cli.json {
         println_locked(
@@ -60,67 +53,6 @@ fn init(cli: &Cli) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-pub fn plan_options(paths: &[PathBuf], s: &SelectArgs, workspace: &Path) -> PlanOptions {
-    PlanOptions {
-        roots: paths.to_vec(),
-        max_depth: s.max_depth,
-        extensions: s.ext.clone(),
-        include: s.include.clone(),
-        exclude: s.exclude.clone(),
-        hidden: s.hidden,
-        follow_links: s.follow_links,
-        flatten: s.flatten,
-        prefix: s.prefix.clone(),
-        skip_dirs: vec![workspace.to_path_buf()],
-    }
-}
-
-pub fn create_request(
-    mode: Option<WriteMode>,
-    ttl: Option<&str>,
-    no_expiry: bool,
-) -> Result<CreateSession> {
-    let lifetime = match (ttl, no_expiry) {
-        (_, true) => Lifetime::Forever,
-        (Some(t), false) => {
-            let d = intake::parse_duration(t)?;
-            let d = chrono::Duration::from_std(d).context("--ttl is too long")?;
-            Lifetime::Ttl(d)
-        }
-        (None, false) => Lifetime::Default,
-    };
-    Ok(CreateSession::new(mode.unwrap_or_default()).lifetime(lifetime))
-}
-
-pub fn parse_id(s: &str) -> Result<Uuid> {
-    Uuid::parse_str(s.trim()).map_err(|_| {
-        anyhow!("{s:?} is not a session id (a UUID); list sessions with `intake session list`")
-    })
-}
-
-/// The session to ingest into, and whether this run created it.
-pub fn session_for_run(ws: &Workspace, a: &SessionArgs, dry_run: bool) -> Result<(Session, bool)> {
-    if let Some(id) = &a.session {
-        let rec = ws.session(parse_id(id)?)?;
-        return Ok((rec.session, false));
-    }
-    let req = create_request(a.write_mode, a.ttl.as_deref(), a.no_expiry)?;
-    let user = creator(a.user.as_deref());
-    if dry_run {
-        // A dry run changes nothing, not even the session list.
-        let now = ws.now();
-        let s = Session {
-            created_at: now,
-            created_by: user,
-            expires_at: req.expiry(now),
-            session_id: Uuid::nil(),
-            write_mode: req.write_mode,
-        };
-        return Ok((s, false));
-    }
-    Ok((ws.create_session(&req, user)?, true))
-}
-
 fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
     let dir = workspace_dir(cli)?;
     // Check every option before touching the disk: a usage error must not
@@ -135,7 +67,7 @@ fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
     )?;
     Planner::new(plan_options(&a.paths, &a.select, &dir))?;
     let mut _scratch = None;
-    let ws = if a.dry_run && !dir.join(intake::INDEX_FILE).is_file() {
+    let ws = if a.dry_run && !dir.join(intake::workspace::INDEX_FILE).is_file() {
         // A dry run must not create the workspace: decide against an empty
         // scratch one instead.
         let scratch = Scratch::new()?;
@@ -459,11 +391,11 @@ fn verify(cli: &Cli) -> Result<Exit> {
 }
 
 fn gc(cli: &Cli, retention: &str, grace: &str) -> Result<Exit> {
-    let grace = intake::parse_duration(grace)?;
+    let grace = intake::duration::parse_duration(grace)?;
     let ws = intake::WorkspaceBuilder::new(workspace_dir(cli)?)
         .gc_grace(grace)
         .open()?;
-    let d = intake::parse_duration(retention)?;
+    let d = intake::duration::parse_duration(retention)?;
     let d = chrono::Duration::from_std(d).context("--retention is too long")?;
     let r = ws.gc(d)?;
     if cli.json {

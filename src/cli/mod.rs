@@ -3,6 +3,7 @@
 
 pub mod args;
 mod commands;
+mod config;
 mod output;
 mod signals;
 mod user;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::Exit;
 use super::args::{Cli, LogFormat, SelectArgs, WatchArgs};
-use super::commands::{create_request, parse_id, plan_options};
+use super::config::{create_request, parse_id, plan_options};
 use super::output::{printable, println_locked};
 use super::signals::Signals;
 use super::user::creator;
@@ -123,7 +123,7 @@ struct Opts {
 }
 
 fn duration(what: &str, s: &str) -> Result<Duration> {
-    let d = intake::parse_duration(s).map_err(|e| anyhow!("{what}: {e}"))?;
+    let d = intake::duration::parse_duration(s).map_err(|e| anyhow!("{what}: {e}"))?;
     if d > intake::watch::MAX_WAIT {
         bail!("{what}: {s} is longer than the longest allowed, 7d");
     }
