@@ -13,7 +13,7 @@
 //!   transaction.
 //! - `snap_hit_same|snap_hit_diff|snap_miss/<MODE>`: in a read transaction
 //!   ([`Workspace::snapshot`]) of [`TXN_BATCH`] names, `snap.current(name)`
-//!   and then [`intake::decide`]; what a dry run does for each batch.
+//!   and then [`intake::decide::decide`]; what a dry run does for each batch.
 //! - `hit_same|hit_diff|miss/<MODE>`: [`Workspace::current`] alone and then
 //!   `decide`: one lookup in a read transaction of its own (what `intake
 //!   files show` does), for comparison; no batch of checks takes this path.
@@ -52,8 +52,8 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use intake::store::{Entry, Index, SqliteIndex};
 use intake::{
-    CreateSession, Decision, Hash, INDEX_FILE, Identity, Item, Name, SessionOauthUser, Workspace,
-    WorkspaceBuilder, WriteMode, decide,
+    CreateSession, Hash, Item, Name, SessionOauthUser, Workspace, WorkspaceBuilder, WriteMode,
+    decide::Decision, decide::Identity, decide::decide, workspace::INDEX_FILE,
 };
 use support::{median_ns, target_dir};
 

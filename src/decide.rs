@@ -1,7 +1,7 @@
 //! The write-mode table of SPEC §3: one pure function, and nowhere else.
 
-use crate::WriteMode;
 use crate::hash::Hash;
+use crate::session::WriteMode;
 
 /// What identifies a file's version: its content hash and its metadata
 /// (canonical JSON, `None` when it has none).
@@ -39,7 +39,8 @@ impl Decision {
 /// holds `existing` (`None`: the name is not in the workspace).
 ///
 /// ```
-/// use intake::{decide, Decision, Identity, WriteMode, Hash};
+/// use intake::decide::{decide, Decision, Identity};
+/// use intake::{Hash, WriteMode};
 /// let a = Hash::of(b"a");
 /// let b = Hash::of(b"b");
 /// let new = Identity { hash: &a, meta: None };

@@ -12,9 +12,9 @@ pub struct BadDuration(pub String);
 ///
 /// ```
 /// use std::time::Duration;
-/// assert_eq!(intake::parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-/// assert_eq!(intake::parse_duration("500ms"), Ok(Duration::from_millis(500)));
-/// assert!(intake::parse_duration("10").is_err());
+/// assert_eq!(intake::duration::parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+/// assert_eq!(intake::duration::parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert!(intake::duration::parse_duration("10").is_err());
 /// ```
 pub fn parse_duration(s: &str) -> Result<Duration, BadDuration> {
     let bad = || BadDuration(s.to_owned());

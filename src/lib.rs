@@ -13,11 +13,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let ws = Workspace::create(dir.path().join("ws"))?;
-//! let user = SessionOauthUser {
-//!     user_id: uuid::Uuid::new_v4(),
-//!     given_name: "Ada".into(),
-//!     family_name: "Lovelace".into(),
-//! };
+//! let user = SessionOauthUser::from_name("Ada Lovelace");
 //! let session = ws.create_session(&CreateSession::new(WriteMode::Fail), user)?;
 //!
 //! let items = vec![
@@ -40,35 +36,41 @@
 //! Planning a run over folders (walking, filters, names, sidecars) is
 //! [`plan`]; watching folders is [`watch`].
 
-mod clock;
-mod decide;
-mod duration;
+#![deny(unsafe_code)]
+
+pub mod clock;
+pub mod decide;
+pub mod duration;
 mod error;
-mod hash;
+pub mod hash;
 mod ingest;
-mod meta;
-mod name;
-mod outcome;
+pub mod meta;
+pub mod name;
+pub mod outcome;
 pub mod plan;
-mod session;
+pub mod session;
 pub mod store;
 pub mod watch;
-mod workspace;
+pub mod workspace;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use decide::{Decision, Identity, decide};
-pub use duration::{BadDuration, parse_duration};
+/// The crates whose types intake's API takes and returns (ids, instants),
+/// so that an embedder names them without depending on them.
+pub use {chrono, uuid};
+
+pub use chrono::{DateTime, Utc};
+pub use clock::{Clock, ManualClock};
 pub use error::{Error, Result};
 pub use hash::Hash;
 pub use ingest::{IngestRun, Item, Source, Summary};
-pub use meta::{MAX_SIDECAR_BYTES, Meta, MetaError, SIDECAR_SUFFIX};
-pub use name::{MAX_COMPONENT_BYTES, MAX_NAME_BYTES, Name, NameError};
+pub use meta::Meta;
+pub use name::Name;
 pub use outcome::{Counts, FileReport, Outcome, Reason};
-pub use session::{
-    CreateSession, DEFAULT_TTL, IngestionStatus, Lifetime, Session, SessionOauthUser,
-    SessionRecord, SessionStatus, UnknownWriteMode, WriteMode, format_ts,
-};
-pub use workspace::{
-    BLOB_DIR, DEFAULT_GC_GRACE, DEFAULT_INLINE_THRESHOLD, Defect, GcReport, INDEX_FILE, Snapshot,
-    VerifyReport, Workspace, WorkspaceBuilder,
-};
+pub use session::{CreateSession, Lifetime, Session, SessionOauthUser, SessionRecord, WriteMode};
+pub use uuid::Uuid;
+pub use workspace::{Workspace, WorkspaceBuilder};
+
+/// The README's Rust examples, compiled (and run, unless marked `no_run`)
+/// as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;

@@ -1,5 +1,7 @@
 //! The `intake` binary: parses the command line and hands it to the library.
 
+#![deny(unsafe_code)]
+
 mod cli;
 
 use std::process::ExitCode;

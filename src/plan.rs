@@ -100,7 +100,7 @@ pub enum PlanError {
         /// The prefix.
         prefix: String,
         /// Why.
-        source: crate::NameError,
+        source: crate::name::NameError,
     },
     /// The current directory is needed and unavailable.
     #[error("cannot resolve {}: {source}", path.display())]
@@ -985,7 +985,7 @@ fn read_sidecar(path: &Path) -> Result<Option<Meta>, String> {
         .map_err(|e| format!("cannot read the sidecar: {e}"))?;
     if data.len() as u64 > MAX_SIDECAR_BYTES {
         let size = fs::metadata(path).map_or(data.len() as u64, |m| m.len());
-        return Err(crate::MetaError::TooLarge(size).to_string());
+        return Err(crate::meta::MetaError::TooLarge(size).to_string());
     }
     Meta::parse(&data).map_err(|e| e.to_string())
 }

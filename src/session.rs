@@ -88,6 +88,32 @@ pub struct SessionOauthUser {
     pub family_name: String,
 }
 
+/// The namespace of the user ids [`SessionOauthUser::from_name`] derives,
+/// so that one name always gets the same id, on every machine.
+const USER_NAMESPACE: Uuid = Uuid::from_u128(0x6f2b_2a0e_4c1d_4b7e_9a51_3d1e_8c44_a7f2);
+
+impl SessionOauthUser {
+    /// The user called `name` ("Given Family"; a name of one word has an
+    /// empty family name), with the stable id derived from the name: the
+    /// same one the `intake` command line gives `--user NAME`.
+    ///
+    /// ```
+    /// let ada = intake::SessionOauthUser::from_name("Ada Lovelace");
+    /// assert_eq!((ada.given_name.as_str(), ada.family_name.as_str()), ("Ada", "Lovelace"));
+    /// assert_eq!(ada.user_id, intake::SessionOauthUser::from_name(" Ada Lovelace ").user_id);
+    /// assert_ne!(ada.user_id, intake::SessionOauthUser::from_name("Ada").user_id);
+    /// ```
+    pub fn from_name(name: &str) -> SessionOauthUser {
+        let name = name.trim();
+        let (given, family) = name.split_once(' ').unwrap_or((name, ""));
+        SessionOauthUser {
+            user_id: Uuid::new_v5(&USER_NAMESPACE, name.as_bytes()),
+            given_name: given.to_owned(),
+            family_name: family.trim().to_owned(),
+        }
+    }
+}
+
 /// A session: the frame every ingested file belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {

@@ -333,8 +333,8 @@ impl Workspace {
     /// list), for a caller that ran the file with
     /// [`IngestRun::record_retryable`] off and has stopped retrying it.
     /// Refused files are not part of a session and are not recorded.
-    pub fn record_outcome(&self, report: &crate::FileReport) -> Result<()> {
-        if report.outcome == crate::Outcome::Refused {
+    pub fn record_outcome(&self, report: &crate::outcome::FileReport) -> Result<()> {
+        if report.outcome == crate::outcome::Outcome::Refused {
             return Ok(());
         }
         let mut txn = self.index().begin(false).map_err(|e| self.err(e))?;

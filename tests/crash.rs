@@ -543,7 +543,7 @@ fn crash_loop(epochs: usize, kills: usize) {
             stats.reported_ingested += now_reported.len();
             reported.extend(now_reported);
 
-            if !d.ws().join(intake::INDEX_FILE).exists() {
+            if !d.ws().join(intake::workspace::INDEX_FILE).exists() {
                 // Killed before it created the workspace: nothing to check
                 // but that nothing was reported and nothing pretends to be a
                 // workspace.

@@ -24,9 +24,10 @@ use chrono::{DateTime, Duration, Utc};
 use common::seams::{BlobHooks, HookedBlobs, HookedIndex, IndexHooks};
 use intake::store::{Entry, Index, OutcomeRecord, StoreError};
 use intake::{
-    Clock, Counts, CreateSession, DEFAULT_INLINE_THRESHOLD, Error, FileReport, GcReport, Hash,
-    IngestionStatus, Item, Lifetime, ManualClock, Meta, Name, Outcome, Reason, Session,
-    SessionOauthUser, SessionStatus, Summary, Workspace, WorkspaceBuilder, WriteMode,
+    Clock, Counts, CreateSession, Error, FileReport, Hash, Item, Lifetime, ManualClock, Meta, Name,
+    Outcome, Reason, Session, SessionOauthUser, Summary, Workspace, WorkspaceBuilder, WriteMode,
+    session::IngestionStatus, session::SessionStatus, workspace::DEFAULT_INLINE_THRESHOLD,
+    workspace::GcReport,
 };
 use proptest::prelude::*;
 use uuid::Uuid;

@@ -34,9 +34,9 @@ use common::seams::{BlobHooks, HookedBlobs, HookedIndex, IndexHooks};
 use common::tmp_files;
 use intake::store::{BlobStore, Entry, Index, OutcomeRecord, SourceRecord, StoreError};
 use intake::{
-    CreateSession, DEFAULT_INLINE_THRESHOLD, Error, FileReport, Hash, IngestionStatus, Item,
-    Lifetime, Name, Outcome, Reason, Session, SessionOauthUser, Workspace, WorkspaceBuilder,
-    WriteMode,
+    CreateSession, Error, FileReport, Hash, Item, Lifetime, Name, Outcome, Reason, Session,
+    SessionOauthUser, Workspace, WorkspaceBuilder, WriteMode, session::IngestionStatus,
+    workspace::DEFAULT_INLINE_THRESHOLD,
 };
 use uuid::Uuid;
 
@@ -623,7 +623,7 @@ impl BlobHooks for FailingSync {
 fn failing_sync_workspace(ws_dir: &Path, armed: bool) -> (Workspace, Session, Arc<AtomicBool>) {
     let armed = Arc::new(AtomicBool::new(armed));
     let blobs = HookedBlobs::open(
-        &ws_dir.join(intake::BLOB_DIR),
+        &ws_dir.join(intake::workspace::BLOB_DIR),
         Arc::new(FailingSync {
             armed: Arc::clone(&armed),
         }),

@@ -40,8 +40,8 @@ use common::tmp_files;
 use intake::plan::{PlanOptions, Planner};
 use intake::store::{Entry, Index, StoreError};
 use intake::{
-    CreateSession, FileReport, Hash, Item, Lifetime, Name, NameError, Session, SessionOauthUser,
-    Workspace, WorkspaceBuilder, WriteMode,
+    CreateSession, FileReport, Hash, Item, Lifetime, Name, Session, SessionOauthUser, Workspace,
+    WorkspaceBuilder, WriteMode, name::NameError,
 };
 use util::{Dir, Run, str_field};
 use uuid::Uuid;
@@ -779,7 +779,7 @@ impl Change {
 /// ingests what the file holds then.
 #[test]
 fn file_changing_while_being_read_is_never_stored_torn() {
-    for threshold in [intake::DEFAULT_INLINE_THRESHOLD, 0] {
+    for threshold in [intake::workspace::DEFAULT_INLINE_THRESHOLD, 0] {
         for change in [
             Change::Grow,
             Change::Shrink,
@@ -1196,7 +1196,7 @@ fn read_only_blob_store_fails_only_the_large_files_with_store_error() {
 
 /// Root-proof stand-in for an unwritable workspace: `intake.db` is a folder.
 fn index_is_a_folder(d: &Dir) {
-    fs::create_dir_all(d.ws().join(intake::INDEX_FILE)).unwrap();
+    fs::create_dir_all(d.ws().join(intake::workspace::INDEX_FILE)).unwrap();
     let r = d.ingest_src(&[]);
     r.assert_code(2);
     assert_no_panic(&r);
@@ -1206,7 +1206,7 @@ fn index_is_a_folder(d: &Dir) {
         r.context()
     );
     assert_eq!(r.files.len(), 0);
-    assert!(d.ws().join(intake::INDEX_FILE).is_dir());
+    assert!(d.ws().join(intake::workspace::INDEX_FILE).is_dir());
 }
 
 #[test]
@@ -1239,7 +1239,7 @@ fn corrupt_index_header_fails_every_command_with_exit_2_and_is_never_overwritten
     d.create("a.txt", "alpha");
     d.create("big.bin", big(b'x'));
     d.ingest_src(&[]).assert_code(0);
-    let db = d.ws().join(intake::INDEX_FILE);
+    let db = d.ws().join(intake::workspace::INDEX_FILE);
     let mut f = fs::OpenOptions::new().write(true).open(&db).unwrap();
     f.write_all(&[0xA5; 100]).unwrap();
     drop(f);
@@ -1270,7 +1270,7 @@ fn store_error_message_is_printed_once() {
     let d = Dir::new();
     d.create("a.txt", "alpha");
     d.ingest_src(&[]).assert_code(0);
-    let db = d.ws().join(intake::INDEX_FILE);
+    let db = d.ws().join(intake::workspace::INDEX_FILE);
     let mut f = fs::OpenOptions::new().write(true).open(&db).unwrap();
     f.write_all(&[0xA5; 100]).unwrap();
     drop(f);
@@ -1294,7 +1294,7 @@ fn corrupt_index_pages_never_panic_and_are_never_overwritten() {
         d.create(&format!("f{i:03}.txt"), format!("file number {i}"));
     }
     d.ingest_src(&[]).assert_code(0);
-    let db = d.ws().join(intake::INDEX_FILE);
+    let db = d.ws().join(intake::workspace::INDEX_FILE);
     let len = fs::metadata(&db).unwrap().len();
     assert!(len > 3 * 4096, "the index has pages past the first: {len}");
     let mut f = fs::OpenOptions::new().write(true).open(&db).unwrap();

@@ -408,7 +408,7 @@ struct Figures {
 /// Every name's version chain (oldest first) through the library, checking
 /// that versions count 1, 2, … and only the newest is current.
 fn chains(d: &Dir, names: &[String]) -> BTreeMap<String, Vec<Version>> {
-    if !d.ws().join(intake::INDEX_FILE).exists() {
+    if !d.ws().join(intake::workspace::INDEX_FILE).exists() {
         return names.iter().map(|n| (n.clone(), Vec::new())).collect();
     }
     let ws = intake::Workspace::open(d.ws()).expect("opening the workspace");

@@ -22,8 +22,8 @@ use intake::watch::{
     WatchConfig, WatchError, WatchEvent, WatchHandle, WatchSession, WatchSummary, Watcher,
 };
 use intake::{
-    CreateSession, FileReport, Lifetime, ManualClock, Outcome, SessionOauthUser, SessionStatus,
-    Workspace, WorkspaceBuilder, WriteMode,
+    CreateSession, FileReport, Lifetime, ManualClock, Outcome, SessionOauthUser, Workspace,
+    WorkspaceBuilder, WriteMode, session::SessionStatus,
 };
 use serde_json::Value;
 use tempfile::TempDir;

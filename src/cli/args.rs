@@ -117,7 +117,7 @@ pub struct SessionArgs {
 
 fn parse_mode(s: &str) -> Result<intake::WriteMode, String> {
     s.parse()
-        .map_err(|e: intake::UnknownWriteMode| e.to_string())
+        .map_err(|e: intake::session::UnknownWriteMode| e.to_string())
 }
 
 /// `intake ingest`.

@@ -1,11 +1,6 @@
 //! Who is running intake: the session creator.
 
 use intake::SessionOauthUser;
-use uuid::Uuid;
-
-/// A fixed namespace for user ids derived from a login, so one login always
-/// gets the same id on every machine.
-const USER_NAMESPACE: Uuid = Uuid::from_u128(0x6f2b_2a0e_4c1d_4b7e_9a51_3d1e_8c44_a7f2);
 
 /// The creator: `--user "Given Family"` / `INTAKE_USER`, else `user = "…"`
 /// in the user's config file (`$XDG_CONFIG_HOME/intake/config.toml`, by
@@ -15,14 +10,7 @@ pub fn creator(user: Option<&str>) -> SessionOauthUser {
         Some(u) => u.to_owned(),
         None => config_user().unwrap_or_else(os_login),
     };
-    let mut parts = login.splitn(2, ' ');
-    let given = parts.next().unwrap_or_default().to_owned();
-    let family = parts.next().unwrap_or_default().trim().to_owned();
-    SessionOauthUser {
-        user_id: Uuid::new_v5(&USER_NAMESPACE, login.as_bytes()),
-        given_name: given,
-        family_name: family,
-    }
+    SessionOauthUser::from_name(&login)
 }
 
 /// `user` from the user's config file, if there is one that says so.
@@ -47,6 +35,7 @@ fn config_user() -> Option<String> {
     }
 }
 
+#[allow(unsafe_code)] // getpwuid: see SAFETY below
 fn os_login() -> String {
     for var in ["USER", "LOGNAME"] {
         if let Ok(v) = std::env::var(var)

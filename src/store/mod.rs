@@ -1,7 +1,7 @@
 //! The storage seams: an [`Index`] (names, versions, sessions, counters) and a
 //! [`BlobStore`] (content addressed by BLAKE3).
 //!
-//! The engine decides (see [`crate::decide`]); these traits only store. The
+//! The engine decides (see [`crate::decide::decide`]); these traits only store. The
 //! defaults are [`SqliteIndex`] and [`FsBlobStore`]; a PostgreSQL index or an
 //! object-store blob backend implements the same traits, and tests wrap them
 //! to inject failures.

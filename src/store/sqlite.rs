@@ -193,7 +193,7 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let mode: String = row.get(4)?;
     let write_mode: WriteMode = mode
         .parse()
-        .map_err(|e: crate::UnknownWriteMode| conv(4, e.to_string()))?;
+        .map_err(|e: crate::session::UnknownWriteMode| conv(4, e.to_string()))?;
     let n = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)? as u64) };
     let (ingested, overwritten, unchanged, kept, failed) = (n(6)?, n(7)?, n(8)?, n(9)?, n(10)?);
     Ok(SessionRecord {

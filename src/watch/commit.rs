@@ -118,7 +118,7 @@ impl Committer {
             let open = self
                 .ws
                 .session(session.session_id)
-                .is_ok_and(|r| r.status(self.ws.now()) == crate::SessionStatus::Open);
+                .is_ok_and(|r| r.status(self.ws.now()) == crate::session::SessionStatus::Open);
             if open {
                 match self.ws.close_session(session.session_id) {
                     Ok(_) => {

@@ -272,7 +272,7 @@ pub enum WatchError {
     /// A workspace or session error (an expired or closed session without
     /// rotation, a session that does not exist…).
     #[error(transparent)]
-    Engine(#[from] crate::Error),
+    Engine(#[from] crate::error::Error),
     /// An invalid selection option.
     #[error(transparent)]
     Plan(#[from] PlanError),

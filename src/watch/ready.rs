@@ -151,6 +151,7 @@ fn stamp_of(m: &std::fs::Metadata) -> Stamp {
 /// instant it is held, the kernel signals the holder: `F_SETSIG` makes that
 /// `SIGURG`, which is ignored by default, instead of `SIGIO`, which would
 /// end the process.
+#[allow(unsafe_code)] // two fcntl calls on a descriptor held open; see SAFETY
 fn open_for_writing(path: &Path) -> Option<bool> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;

@@ -109,7 +109,7 @@ impl<H: IndexHooks> HookedIndex<H> {
     pub fn open(ws_dir: &Path, hooks: Arc<H>) -> HookedIndex<H> {
         fs::create_dir_all(ws_dir).expect("creating the workspace folder");
         let inner = SqliteIndex::open(
-            &ws_dir.join(intake::INDEX_FILE),
+            &ws_dir.join(intake::workspace::INDEX_FILE),
             true,
             Duration::from_secs(60),
         )
@@ -281,8 +281,8 @@ pub struct HookedBlobs<H> {
 impl<H: BlobHooks> HookedBlobs<H> {
     /// Opens (or creates) the blob store of the workspace folder `ws_dir`.
     pub fn open(ws_dir: &Path, hooks: Arc<H>) -> HookedBlobs<H> {
-        let inner =
-            FsBlobStore::open(ws_dir.join(intake::BLOB_DIR)).expect("opening the blob store");
+        let inner = FsBlobStore::open(ws_dir.join(intake::workspace::BLOB_DIR))
+            .expect("opening the blob store");
         HookedBlobs { inner, hooks }
     }
 }
