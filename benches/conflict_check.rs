@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use intake::store::{Entry, Index, SqliteIndex};
+use intake::store::{Entry, Index, SqliteIndex, SqliteOptions};
 use intake::{
     CreateSession, Hash, Item, Name, SessionOauthUser, Workspace, WorkspaceBuilder, WriteMode,
     decide::Decision, decide::Identity, decide::decide, workspace::INDEX_FILE,
@@ -181,8 +181,14 @@ struct Fixture {
 
 fn open(dir: &Path) -> Fixture {
     let index = Arc::new(
-        SqliteIndex::open(&dir.join(INDEX_FILE), true, Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("opening the index in {}: {e}", dir.display())),
+        SqliteIndex::open(
+            &dir.join(INDEX_FILE),
+            &SqliteOptions {
+                create: true,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("opening the index in {}: {e}", dir.display())),
     );
     let ws = WorkspaceBuilder::new(dir)
         .index(index.clone())
@@ -345,10 +351,15 @@ fn bench(c: &mut Criterion) {
                                 .index
                                 .begin(false)
                                 .unwrap_or_else(|e| panic!("beginning a transaction: {e}"));
-                            for c in batch {
-                                let existing = txn
-                                    .current(black_box(&c.name))
-                                    .unwrap_or_else(|e| panic!("looking up {}: {e}", c.name));
+                            // As the committer does: the batch's names,
+                            // sorted, locked with one call.
+                            let mut sorted: Vec<_> = batch.collect();
+                            sorted.sort_by(|a, b| a.name.cmp(&b.name));
+                            let names: Vec<&str> = sorted.iter().map(|c| c.name.as_str()).collect();
+                            let found = txn
+                                .lock(black_box(&names))
+                                .unwrap_or_else(|e| panic!("looking up a batch: {e}"));
+                            for (c, existing) in sorted.into_iter().zip(found) {
                                 black_box(check(c, existing));
                             }
                         })

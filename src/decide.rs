@@ -1,6 +1,8 @@
 //! The write-mode table of SPEC §3: one pure function, and nowhere else.
 
 use crate::hash::Hash;
+use crate::meta::Meta;
+use crate::outcome::{Outcome, Reason};
 use crate::session::WriteMode;
 
 /// What identifies a file's version: its content hash and its metadata
@@ -11,6 +13,16 @@ pub struct Identity<'a> {
     pub hash: &'a Hash,
     /// Canonical JSON of the metadata object, if any.
     pub meta: Option<&'a str>,
+}
+
+impl<'a> Identity<'a> {
+    /// The identity of content `hash` with metadata `meta`.
+    pub fn new(hash: &'a Hash, meta: Option<&'a Meta>) -> Identity<'a> {
+        Identity {
+            hash,
+            meta: meta.map(Meta::as_str),
+        }
+    }
 }
 
 /// The write-mode decision for one file.
@@ -33,6 +45,34 @@ impl Decision {
     pub fn writes(self) -> bool {
         matches!(self, Decision::Ingest | Decision::Overwrite)
     }
+
+    /// The file's outcome, and the reason for a failure.
+    pub fn outcome(self) -> (Outcome, Option<Reason>) {
+        match self {
+            Decision::Ingest => (Outcome::Ingested, None),
+            Decision::Overwrite => (Outcome::Overwritten, None),
+            Decision::Unchanged => (Outcome::Unchanged, None),
+            Decision::Keep => (Outcome::Kept, None),
+            Decision::Conflict => (Outcome::Failed, Some(Reason::Conflict)),
+        }
+    }
+
+    /// Whether a source file remembered for the quick check still holds
+    /// after the decision: its name then holds its content and metadata.
+    pub fn name_holds_it(self) -> bool {
+        matches!(
+            self,
+            Decision::Ingest | Decision::Overwrite | Decision::Unchanged
+        )
+    }
+}
+
+/// Whether a file may need its content stored, known before it is read:
+/// `exists` says whether its name is in the workspace now. Names are never
+/// removed, so a name that exists still exists at the decision, where KEEP
+/// and FAIL then never write; everything else may.
+pub fn needs_content(mode: WriteMode, exists: bool) -> bool {
+    !exists || mode == WriteMode::Overwrite
 }
 
 /// Decides what happens to a file with identity `new` whose name currently
@@ -103,5 +143,53 @@ mod tests {
             ];
             assert_eq!(got, row, "{mode}");
         }
+    }
+
+    /// `needs_content` is true exactly where the table can write.
+    #[test]
+    fn needs_content_agrees_with_the_table() {
+        let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
+        let new = Identity {
+            hash: &a,
+            meta: None,
+        };
+        let others = [
+            None,
+            Some(Identity {
+                hash: &a,
+                meta: None,
+            }),
+            Some(Identity {
+                hash: &b,
+                meta: None,
+            }),
+        ];
+        for mode in [WriteMode::Keep, WriteMode::Overwrite, WriteMode::Fail] {
+            for exists in [false, true] {
+                let may_write = others
+                    .iter()
+                    .filter(|o| o.is_some() == exists)
+                    .any(|o| decide(mode, *o, new).writes());
+                assert_eq!(needs_content(mode, exists), may_write, "{mode} {exists}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_decision_has_one_outcome() {
+        use Decision::*;
+        let got: Vec<_> = [Ingest, Unchanged, Keep, Overwrite, Conflict]
+            .map(Decision::outcome)
+            .into();
+        assert_eq!(
+            got,
+            [
+                (Outcome::Ingested, None),
+                (Outcome::Unchanged, None),
+                (Outcome::Kept, None),
+                (Outcome::Overwritten, None),
+                (Outcome::Failed, Some(Reason::Conflict)),
+            ]
+        );
     }
 }

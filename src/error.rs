@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::session::format_ts;
+use crate::outcome::Reason;
+use crate::session::{SessionRecord, SessionStatus, format_ts};
 use crate::store::StoreError;
 
 /// An error that stops an operation as a whole. (A bad file never does: it
@@ -22,10 +23,10 @@ pub enum Error {
     #[error("{} exists and is not a directory", .0.display())]
     NotADirectory(PathBuf),
     /// The storage failed.
-    #[error("workspace {}: {source}", path.display())]
+    #[error("workspace {workspace}: {source}")]
     Store {
-        /// The workspace.
-        path: PathBuf,
+        /// The workspace: its folder, or its index's address.
+        workspace: String,
         /// What failed.
         #[source]
         source: StoreError,
@@ -66,6 +67,35 @@ pub enum Error {
         /// The version asked for.
         version: u64,
     },
+}
+
+impl Error {
+    /// The error of the session `rec` if it is over at `now` (closed, or
+    /// past its expiry); `None` while it is open.
+    pub fn session_over(rec: &SessionRecord, now: DateTime<Utc>) -> Option<Error> {
+        let id = rec.session.session_id;
+        match rec.status(now) {
+            SessionStatus::Open => None,
+            SessionStatus::Closed => Some(Error::SessionClosed {
+                id,
+                at: rec.closed_at.unwrap_or(rec.session.created_at),
+            }),
+            SessionStatus::Expired => Some(Error::SessionExpired {
+                id,
+                at: rec.session.expires_at.unwrap_or(rec.session.created_at),
+            }),
+        }
+    }
+
+    /// The reason files are refused with because of this error, for an
+    /// error that says the session is over.
+    pub fn refusal_reason(&self) -> Option<Reason> {
+        match self {
+            Error::SessionExpired { .. } => Some(Reason::SessionExpired),
+            Error::SessionClosed { .. } => Some(Reason::SessionClosed),
+            _ => None,
+        }
+    }
 }
 
 /// The library's result type.

@@ -41,9 +41,11 @@
 pub mod clock;
 pub mod decide;
 pub mod duration;
+mod engine;
 mod error;
 pub mod hash;
 mod ingest;
+pub mod item;
 pub mod meta;
 pub mod name;
 pub mod outcome;
@@ -59,9 +61,11 @@ pub use {chrono, uuid};
 
 pub use chrono::{DateTime, Utc};
 pub use clock::{Clock, ManualClock};
+pub use engine::RetryPolicy;
 pub use error::{Error, Result};
 pub use hash::Hash;
-pub use ingest::{IngestRun, Item, Source, Summary};
+pub use ingest::{IngestRun, Summary};
+pub use item::{Item, Source};
 pub use meta::Meta;
 pub use name::Name;
 pub use outcome::{Counts, FileReport, Outcome, Reason};

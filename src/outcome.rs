@@ -53,6 +53,12 @@ impl Outcome {
     pub fn parse(s: &str) -> Option<Outcome> {
         Outcome::ALL.into_iter().find(|o| o.as_str() == s)
     }
+
+    /// Whether the file finished: everything but `failed` and `refused`.
+    /// A finished file's bytes count in its session's `bytes`.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Outcome::Failed | Outcome::Refused)
+    }
 }
 
 impl fmt::Display for Outcome {
@@ -120,6 +126,14 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// Whether a file that failed for this reason may pass if it is tried
+    /// again later (a watcher retries it).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Reason::ChangedWhileReading | Reason::StoreError)
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -184,6 +198,13 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The counts of one report.
+    pub fn of(r: &FileReport) -> Counts {
+        let mut c = Counts::default();
+        c.add(r);
+        c
+    }
+
     /// Adds one report.
     pub fn add(&mut self, r: &FileReport) {
         match r.outcome {
@@ -194,7 +215,7 @@ impl Counts {
             Outcome::Failed => self.failed += 1,
             Outcome::Refused => self.refused += 1,
         }
-        if !matches!(r.outcome, Outcome::Failed | Outcome::Refused) {
+        if r.outcome.is_finished() {
             self.bytes += r.size.unwrap_or(0);
         }
     }
@@ -219,5 +240,10 @@ impl Counts {
     /// Total files reported.
     pub fn total(&self) -> u64 {
         self.finished() + self.failed + self.refused
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        *self == Counts::default()
     }
 }

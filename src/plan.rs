@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::ingest::{Item, Source};
+use crate::item::{Item, Source, mtime_ns};
 use crate::meta::{MAX_SIDECAR_BYTES, Meta, SIDECAR_SUFFIX};
 use crate::name::{Name, lossy};
 use crate::outcome::Reason;
@@ -961,9 +961,7 @@ fn read_sorted(dir: &Path) -> io::Result<Vec<Ent>> {
         // A stat relative to the open directory costs no path lookup; the
         // quick check then needs no stat of its own.
         let stat = if ty.is_file() {
-            e.metadata()
-                .ok()
-                .map(|m| (m.len(), crate::ingest::mtime_ns(&m)))
+            e.metadata().ok().map(|m| (m.len(), mtime_ns(&m)))
         } else {
             None
         };

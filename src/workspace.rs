@@ -1,6 +1,6 @@
-//! The workspace: an index and a blob store in one directory, and the
-//! operations on them that are not an ingest run (sessions, reading, history,
-//! `verify`, `gc`).
+//! The workspace: the library's face of the engine (an index, a blob store
+//! and a clock), and the operations that are not an ingest run (sessions,
+//! reading, history, `verify`, `gc`).
 
 use std::fs;
 use std::io::{self, Read};
@@ -12,12 +12,15 @@ use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
+use crate::engine::{Engine, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::ingest::IngestRun;
-use crate::session::{CreateSession, Session, SessionOauthUser, SessionRecord, SessionStatus};
+use crate::outcome::{FileReport, Outcome};
+use crate::session::{CreateSession, Session, SessionOauthUser, SessionRecord};
 use crate::store::{
-    BlobStore, Entry, FsBlobStore, Index, OutcomeRecord, ReadTxn, SqliteIndex, StoreError,
+    BlobStore, Entry, FsBlobStore, Index, OutcomeRecord, ReadTxn, SqliteIndex, SqliteOptions,
+    StoreError, StoreErrorKind,
 };
 
 /// File name of the index inside a workspace.
@@ -32,57 +35,75 @@ pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 /// A workspace: cheap to clone, safe to share between threads.
 #[derive(Clone)]
 pub struct Workspace {
-    pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) dir: PathBuf,
-    pub(crate) index: Arc<dyn Index>,
-    pub(crate) blobs: Arc<dyn BlobStore>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) inline_threshold: u64,
-    pub(crate) gc_grace: Duration,
+    engine: Arc<Engine>,
+    dir: Option<Arc<Path>>,
 }
 
 impl std::fmt::Debug for Workspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workspace")
-            .field("dir", &self.inner.dir)
+            .field("at", &self.engine.label)
             .finish_non_exhaustive()
     }
 }
 
 /// Opens or creates a workspace with non-default settings.
 ///
+/// A workspace is a local folder (the SQLite index `intake.db` and the
+/// blob store `blobs/`, made for it) or any pair of backends given with
+/// [`WorkspaceBuilder::from_backends`], with no folder at all.
+///
 /// Defaults: the system clock, blobs up to 64 KiB inline in the index, a
-/// 60 s wait for the index's write lock, a one-hour grace before `gc` may
-/// remove a blob file, the SQLite index and the local blob store.
+/// one-hour grace before `gc` may remove a blob file, the store retried as
+/// [`RetryPolicy::default`] says.
 #[must_use]
 pub struct WorkspaceBuilder {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
+    label: String,
     clock: Arc<dyn Clock>,
     inline_threshold: u64,
     gc_grace: Duration,
-    busy_timeout: Duration,
+    retry: RetryPolicy,
     index: Option<Arc<dyn Index>>,
     blobs: Option<Arc<dyn BlobStore>>,
 }
 
 impl WorkspaceBuilder {
-    /// Settings for the workspace in `dir`.
+    /// Settings for the workspace in the folder `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> WorkspaceBuilder {
+        let dir = dir.into();
         WorkspaceBuilder {
-            dir: dir.into(),
+            label: dir.display().to_string(),
+            dir: Some(dir),
             clock: Arc::new(SystemClock),
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
             gc_grace: DEFAULT_GC_GRACE,
-            busy_timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
             index: None,
             blobs: None,
         }
     }
 
-    /// The clock that decides expiry (default: the system clock).
+    /// Settings for a workspace made of `index` and `blobs`, with no local
+    /// folder; `label` names it in messages (an address, never a
+    /// credential). [`WorkspaceBuilder::create`] and
+    /// [`WorkspaceBuilder::open`] then only wrap the backends.
+    pub fn from_backends(
+        label: impl Into<String>,
+        index: Arc<dyn Index>,
+        blobs: Arc<dyn BlobStore>,
+    ) -> WorkspaceBuilder {
+        WorkspaceBuilder {
+            dir: None,
+            label: label.into(),
+            index: Some(index),
+            blobs: Some(blobs),
+            ..WorkspaceBuilder::new("")
+        }
+    }
+
+    /// The clock that decides expiry and stamps every row (default: the
+    /// system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -104,19 +125,20 @@ impl WorkspaceBuilder {
         self
     }
 
-    /// How long to wait for another process's write lock (default 60 s).
-    pub fn busy_timeout(mut self, t: Duration) -> Self {
-        self.busy_timeout = t;
+    /// How the store is retried when it reports a lost race or is out of
+    /// reach.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 
-    /// Uses another index instead of `intake.db`.
+    /// Uses another index instead of the folder's `intake.db`.
     pub fn index(mut self, index: Arc<dyn Index>) -> Self {
         self.index = Some(index);
         self
     }
 
-    /// Uses another blob store instead of `blobs/`.
+    /// Uses another blob store instead of the folder's `blobs/`.
     pub fn blob_store(mut self, blobs: Arc<dyn BlobStore>) -> Self {
         self.blobs = Some(blobs);
         self
@@ -124,52 +146,68 @@ impl WorkspaceBuilder {
 
     /// Creates the workspace if needed (idempotent), then opens it.
     pub fn create(self) -> Result<Workspace> {
-        let dir = &self.dir;
-        if dir.exists() && !dir.is_dir() {
-            return Err(Error::NotADirectory(dir.clone()));
+        if let Some(dir) = &self.dir {
+            if dir.exists() && !dir.is_dir() {
+                return Err(Error::NotADirectory(dir.clone()));
+            }
+            fs::create_dir_all(dir)
+                .map_err(|e| self.store_err(StoreError::io("creating the directory", e)))?;
         }
-        fs::create_dir_all(dir)
-            .map_err(|e| self.store_err(StoreError::io("creating the directory", e)))?;
         self.build(true)
     }
 
     /// Opens an existing workspace.
     pub fn open(self) -> Result<Workspace> {
-        if self.index.is_none() && !self.dir.join(INDEX_FILE).exists() {
-            return Err(Error::NotAWorkspace(self.dir.clone()));
-        }
         self.build(false)
     }
 
     fn store_err(&self, source: StoreError) -> Error {
         Error::Store {
-            path: self.dir.clone(),
+            workspace: self.label.clone(),
             source,
         }
     }
 
     fn build(self, create: bool) -> Result<Workspace> {
-        let index = match self.index.clone() {
-            Some(i) => i,
-            None => Arc::new(
-                SqliteIndex::open(&self.dir.join(INDEX_FILE), create, self.busy_timeout)
-                    .map_err(|e| self.store_err(e))?,
-            ),
+        let index = match (self.index.clone(), &self.dir) {
+            (Some(i), _) => i,
+            (None, Some(dir)) => {
+                let opts = SqliteOptions {
+                    create,
+                    ..SqliteOptions::default()
+                };
+                match SqliteIndex::open(&dir.join(INDEX_FILE), &opts) {
+                    Ok(i) => Arc::new(i),
+                    // The index says whether the workspace is there.
+                    Err(e) if e.kind() == StoreErrorKind::NotFound => {
+                        return Err(Error::NotAWorkspace(dir.clone()));
+                    }
+                    Err(e) => return Err(self.store_err(e)),
+                }
+            }
+            (None, None) => {
+                return Err(self.store_err(StoreError::not_found("no index given")));
+            }
         };
-        let blobs = match self.blobs.clone() {
-            Some(b) => b,
-            None => {
-                Arc::new(FsBlobStore::open(self.dir.join(BLOB_DIR)).map_err(|e| self.store_err(e))?)
+        let blobs = match (self.blobs.clone(), &self.dir) {
+            (Some(b), _) => b,
+            (None, Some(dir)) => {
+                Arc::new(FsBlobStore::open(dir.join(BLOB_DIR)).map_err(|e| self.store_err(e))?)
+            }
+            (None, None) => {
+                return Err(self.store_err(StoreError::not_found("no blob store given")));
             }
         };
         Ok(Workspace {
-            inner: Arc::new(Inner {
-                dir: self.dir,
+            dir: self.dir.map(Arc::from),
+            engine: Arc::new(Engine {
+                label: self.label,
                 index,
                 blobs,
                 clock: self.clock,
                 inline_threshold: self.inline_threshold,
                 gc_grace: self.gc_grace,
+                retry: self.retry,
             }),
         })
     }
@@ -229,6 +267,11 @@ impl Snapshot<'_> {
     pub fn current(&self, name: &str) -> Result<Option<Entry>> {
         self.txn.current(name).map_err(|e| self.ws.err(e))
     }
+
+    /// The current versions of `names`, in their order, with one lookup.
+    pub fn current_many(&self, names: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.txn.current_many(names).map_err(|e| self.ws.err(e))
+    }
 }
 
 impl std::fmt::Debug for Snapshot<'_> {
@@ -248,30 +291,27 @@ impl Workspace {
         WorkspaceBuilder::new(dir).open()
     }
 
-    /// The workspace directory.
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
+    /// The workspace's folder, for a workspace that is one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// How messages name the workspace: its folder, or its index's address.
+    pub fn label(&self) -> &str {
+        &self.engine.label
     }
 
     /// The clock's current time.
     pub fn now(&self) -> DateTime<Utc> {
-        self.inner.clock.now()
+        self.engine.now()
     }
 
-    /// Whether the clock has reached `at`.
-    pub(crate) fn reached(&self, at: DateTime<Utc>) -> bool {
-        self.inner.clock.reached(at)
+    fn err(&self, source: StoreError) -> Error {
+        self.engine.err(source)
     }
 
-    pub(crate) fn err(&self, source: StoreError) -> Error {
-        Error::Store {
-            path: self.inner.dir.clone(),
-            source,
-        }
-    }
-
-    pub(crate) fn index(&self) -> &dyn Index {
-        &*self.inner.index
+    fn index(&self) -> &dyn Index {
+        &*self.engine.index
     }
 
     /// Creates a session.
@@ -307,17 +347,16 @@ impl Workspace {
     /// A session that is open now, or the error saying why not.
     pub fn open_session(&self, id: Uuid) -> Result<Session> {
         let rec = self.session(id)?;
-        match rec.status(self.now()) {
-            SessionStatus::Open => Ok(rec.session),
-            SessionStatus::Closed => Err(Error::SessionClosed {
-                id,
-                at: rec.closed_at.unwrap_or(rec.session.created_at),
-            }),
-            SessionStatus::Expired => Err(Error::SessionExpired {
-                id,
-                at: rec.session.expires_at.unwrap_or(rec.session.created_at),
-            }),
+        match Error::session_over(&rec, self.now()) {
+            None => Ok(rec.session),
+            Some(over) => Err(over),
         }
+    }
+
+    /// Whether a session has been closed: cheap, for polling while it is
+    /// in use.
+    pub fn is_closed(&self, id: Uuid) -> Result<bool> {
+        self.index().is_closed(id).map_err(|e| self.err(e))
     }
 
     /// Closes a session (closing a closed session changes nothing).
@@ -333,19 +372,16 @@ impl Workspace {
     /// list), for a caller that ran the file with
     /// [`IngestRun::record_retryable`] off and has stopped retrying it.
     /// Refused files are not part of a session and are not recorded.
-    pub fn record_outcome(&self, report: &crate::outcome::FileReport) -> Result<()> {
-        if report.outcome == crate::outcome::Outcome::Refused {
+    pub fn record_outcome(&self, report: &FileReport) -> Result<()> {
+        if report.outcome == Outcome::Refused {
             return Ok(());
         }
-        let mut txn = self.index().begin(false).map_err(|e| self.err(e))?;
-        txn.record_outcome(&crate::ingest::outcome_record(report))
-            .map_err(|e| self.err(e))?;
-        txn.commit().map_err(|e| self.err(e))
+        self.engine.record_outcome(report).map_err(|e| self.err(e))
     }
 
     /// Starts configuring an ingest run in `session`.
     pub fn ingest(&self, session: &Session) -> IngestRun {
-        IngestRun::new(self.clone(), session.clone())
+        IngestRun::new(Arc::clone(&self.engine), session.clone())
     }
 
     /// The current version of a name.
@@ -424,7 +460,7 @@ impl Workspace {
         if let Some(data) = self.index().inline_blob(hash).map_err(|e| self.err(e))? {
             return Ok(Box::new(io::Cursor::new(data)));
         }
-        self.inner.blobs.open(hash).map_err(|e| self.err(e))
+        self.engine.blobs.open(hash).map_err(|e| self.err(e))
     }
 
     /// Checks the index's own structure, re-hashes every blob and checks
@@ -445,11 +481,9 @@ impl Workspace {
                             Err(e) => return Err(e.to_string()),
                         }
                     } else {
-                        match self.inner.blobs.open(&b.hash) {
+                        match self.engine.blobs.open(&b.hash) {
                             Ok(r) => r,
-                            Err(StoreError::Io { source, .. })
-                                if source.kind() == io::ErrorKind::NotFound =>
-                            {
+                            Err(e) if e.kind() == StoreErrorKind::NotFound => {
                                 return Err("blob is missing".into());
                             }
                             Err(e) => return Err(e.to_string()),
@@ -516,7 +550,7 @@ impl Workspace {
         let age = retention
             .to_std()
             .unwrap_or(Duration::ZERO)
-            .max(self.inner.gc_grace);
+            .max(self.engine.gc_grace);
         let file_cutoff = SystemTime::now()
             .checked_sub(age)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -526,7 +560,7 @@ impl Workspace {
             blobs: idx.inline_blobs,
             orphans: 0,
         };
-        let blobs = &self.inner.blobs;
+        let blobs = &self.engine.blobs;
         for h in &idx.external_blobs {
             if blobs.remove(h, file_cutoff).map_err(|e| self.err(e))? {
                 report.blobs += 1;

@@ -36,11 +36,15 @@ fn open(cli: &Cli) -> Result<Workspace> {
 
 fn init(cli: &Cli) -> Result<Exit> {
     let dir = workspace_dir(cli)?;
-    let existed = dir.join(intake::workspace::INDEX_FILE).is_file();
-    let ws = Workspace::create(&dir)?;
+    // Whether the workspace is there is the index's to say.
+    let (ws, existed) = match Workspace::open(&dir) {
+        Ok(ws) => (ws, true),
+        Err(intake::Error::NotAWorkspace(_)) => (Workspace::create(&dir)?, false),
+        Err(e) => return Err(e.into()),
+    };
     if cli.json {
         println_locked(
-            &json!({"type": "workspace", "path": ws.dir(), "created": !existed}).to_string(),
+            &json!({"type": "workspace", "path": ws.label(), "created": !existed}).to_string(),
         );
     } else if !cli.quiet {
         let verb = if existed {
@@ -48,7 +52,7 @@ fn init(cli: &Cli) -> Result<Exit> {
         } else {
             "Created workspace at"
         };
-        println_locked(&format!("{verb} {}", ws.dir().display()));
+        println_locked(&format!("{verb} {}", ws.label()));
     }
     Ok(Exit::Ok)
 }

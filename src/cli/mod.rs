@@ -55,13 +55,16 @@ fn error_text(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
         let s = cause.to_string();
-        if text.ends_with(&s) {
-            continue;
+        if !text.ends_with(&s) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&s);
         }
-        if !text.is_empty() {
-            text.push_str(": ");
+        // The library's errors say all of their causes themselves.
+        if cause.downcast_ref::<intake::Error>().is_some() {
+            break;
         }
-        text.push_str(&s);
     }
     text
 }

@@ -92,12 +92,28 @@ impl BlobStore for FsBlobStore {
         Ok(())
     }
 
-    fn contains(&self, hash: &Hash) -> Result<bool, StoreError> {
-        match fs::symlink_metadata(self.path_of(hash)) {
-            Ok(m) => Ok(m.is_file()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::io(format!("checking blob {hash}"), e)),
+    fn reuse(&self, hash: &Hash) -> Result<bool, StoreError> {
+        let p = self.path_of(hash);
+        // A file in place was synced before it was renamed there; its
+        // directory entry is made durable by the next sync.
+        let file = match OpenOptions::new().write(true).open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io(format!("checking blob {}", p.display()), e)),
+        };
+        if !file
+            .metadata()
+            .map_err(|e| StoreError::io(format!("checking blob {}", p.display()), e))?
+            .is_file()
+        {
+            return Ok(false);
         }
+        file.set_modified(SystemTime::now())
+            .map_err(|e| StoreError::io(format!("renewing blob {}", p.display()), e))?;
+        if let Some(d) = p.parent() {
+            self.mark_dirty(d.to_path_buf());
+        }
+        Ok(true)
     }
 
     fn open(&self, hash: &Hash) -> Result<Box<dyn Read + Send>, StoreError> {
@@ -191,7 +207,7 @@ impl BlobWriter for FsWriter {
         let file = self
             .file
             .take()
-            .ok_or_else(|| StoreError::Corrupt("blob writer finished twice".into()))?;
+            .ok_or_else(|| StoreError::corrupt("blob writer finished twice"))?;
         file.sync_all()
             .map_err(|e| StoreError::io(format!("syncing {}", self.tmp.display()), e))?;
         drop(file);

@@ -18,80 +18,18 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::decide::Identity;
 use crate::hash::Hash;
-use crate::outcome::{Outcome, Reason};
+use crate::outcome::{Counts, FileReport, Outcome, Reason};
 use crate::session::{Session, SessionRecord};
 
+mod error;
 mod fs;
 mod sqlite;
 
+pub use error::{StoreError, StoreErrorKind};
 pub use fs::FsBlobStore;
-pub use sqlite::SqliteIndex;
-
-/// An error from a storage backend.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// An I/O error, with what was being done.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// An error from the index database.
-    #[error("index database {what}: {message}")]
-    Index {
-        /// What was being done.
-        what: String,
-        /// The database's message.
-        message: String,
-    },
-    /// The index is too new for this version of intake.
-    #[error(
-        "the workspace index has schema version {found}, newer than this intake understands ({supported}); upgrade intake"
-    )]
-    SchemaTooNew {
-        /// Version found in the file.
-        found: i64,
-        /// Highest version this build supports.
-        supported: i64,
-    },
-    /// The store holds something it should not.
-    #[error("{0}")]
-    Corrupt(String),
-}
-
-impl StoreError {
-    /// A copy for reporting the same failure more than once (an I/O error
-    /// keeps its kind and message, not its inner source).
-    pub fn clone_lossy(&self) -> StoreError {
-        match self {
-            StoreError::Io { what, source } => StoreError::Io {
-                what: what.clone(),
-                source: io::Error::new(source.kind(), source.to_string()),
-            },
-            StoreError::Index { what, message } => StoreError::Index {
-                what: what.clone(),
-                message: message.clone(),
-            },
-            StoreError::SchemaTooNew { found, supported } => StoreError::SchemaTooNew {
-                found: *found,
-                supported: *supported,
-            },
-            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-        }
-    }
-
-    /// An I/O error with context.
-    pub fn io(what: impl Into<String>, source: io::Error) -> StoreError {
-        StoreError::Io {
-            what: what.into(),
-            source,
-        }
-    }
-}
+pub use sqlite::{SqliteIndex, SqliteOptions};
 
 /// The current version of a name, or an older one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +109,32 @@ pub struct OutcomeRecord {
     pub hash: Option<Hash>,
 }
 
+impl OutcomeRecord {
+    /// The record of a file's report.
+    pub fn of(r: &FileReport) -> OutcomeRecord {
+        OutcomeRecord {
+            session_id: r.session_id,
+            name: r.name.clone(),
+            source: r.source.clone(),
+            outcome: r.outcome,
+            reason: r.reason,
+            message: r.message.clone(),
+            size: r.size,
+            hash: r.blake3,
+        }
+    }
+}
+
+impl Entry {
+    /// What the write-mode table compares of this version.
+    pub fn identity(&self) -> Identity<'_> {
+        Identity {
+            hash: &self.hash,
+            meta: self.meta.as_deref(),
+        }
+    }
+}
+
 /// A blob the index knows about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRecord {
@@ -194,10 +158,73 @@ pub struct IndexGc {
     pub external_blobs: Vec<Hash>,
 }
 
+/// What a batch writes, handed to [`WriteTxn::write`] in one call.
+///
+/// A backend applies it in this order: blobs, versions (in order: a name
+/// may get two versions in one batch, the second replacing the first),
+/// sources, outcomes, counters. The engine has already dropped the source
+/// records that a later version of the same batch makes stale.
+#[derive(Debug, Default)]
+pub struct Writes<'a> {
+    /// The engine's clock when the batch was decided: the time of every
+    /// row the batch writes.
+    pub at: DateTime<Utc>,
+    /// Blob rows to add (a no-op for a blob that has one).
+    pub blobs: Vec<NewBlob<'a>>,
+    /// New current versions.
+    pub versions: Vec<NewVersion>,
+    /// Source files to remember for the quick check; each one's name holds
+    /// its hash and metadata once the batch's versions are written.
+    pub sources: Vec<&'a SourceRecord>,
+    /// Per-file outcomes to list in their sessions.
+    pub outcomes: Vec<OutcomeRecord>,
+    /// What to add to each session's counters.
+    pub counts: Vec<(Uuid, Counts)>,
+}
+
+impl Writes<'_> {
+    /// Whether the batch writes nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+            && self.versions.is_empty()
+            && self.sources.is_empty()
+            && self.outcomes.is_empty()
+            && self.counts.is_empty()
+    }
+}
+
+/// A blob row to add.
+#[derive(Debug, Clone, Copy)]
+pub struct NewBlob<'a> {
+    /// Its hash.
+    pub hash: Hash,
+    /// Its size.
+    pub size: u64,
+    /// Its bytes, for a blob kept inside the index; `None` for one already
+    /// durable in the blob store.
+    pub data: Option<&'a [u8]>,
+}
+
+/// A new current version of a name.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// The version.
+    pub entry: Entry,
+    /// The version it replaces (moved into history), if the name had one.
+    pub replaced: Option<Entry>,
+}
+
 /// Lookups in one read transaction; see [`Index::read_txn`].
 pub trait ReadTxn {
     /// The current version of a name.
     fn current(&self, name: &str) -> Result<Option<Entry>, StoreError>;
+
+    /// The current versions of `names`, in their order: one call for a
+    /// batch (a remote index answers it in one round trip). The default
+    /// looks each name up on its own.
+    fn current_many(&self, names: &[&str]) -> Result<Vec<Option<Entry>>, StoreError> {
+        names.iter().map(|n| self.current(n)).collect()
+    }
 }
 
 /// [`Index::read_txn`]'s default: each lookup on its own.
@@ -210,6 +237,10 @@ impl<I: Index + ?Sized> ReadTxn for EachAlone<'_, I> {
 }
 
 /// The index: names, versions, sessions, counters and small blobs.
+///
+/// Errors carry a [`StoreErrorKind`] that tells the engine what to do:
+/// `Conflict` redoes the batch, `Unavailable` retries with backoff, the
+/// rest fail the files concerned with `store_error`.
 pub trait Index: Send + Sync {
     /// Stores a new session.
     fn create_session(&self, session: &Session) -> Result<(), StoreError>;
@@ -235,8 +266,7 @@ pub trait Index: Send + Sync {
     /// still hold what they were recorded with: the quick check asks once
     /// per directory, not once per file.
     fn sources_in(&self, dir: &Path) -> Result<Vec<KnownSource>, StoreError>;
-    /// Starts a write transaction: it holds the index's write lock, so the
-    /// decisions taken inside it are atomic per name across processes.
+    /// Starts a write transaction (see [`WriteTxn`] for what it promises).
     /// `durable`: its commit is on stable storage when it returns;
     /// otherwise it may be lost on power loss (never torn), which is enough
     /// for bookkeeping that changes no name.
@@ -280,26 +310,27 @@ pub trait Index: Send + Sync {
 
 /// A write transaction on the index. Dropped without [`WriteTxn::commit`], it
 /// rolls back.
+///
+/// **The locking contract**, which makes the engine's decisions atomic per
+/// name across processes and machines: the names a transaction looks up
+/// with [`WriteTxn::lock`] are locked from that call until it commits or
+/// rolls back, so no other transaction writes any of them in between.
+/// Names are locked in sorted order (the engine asks for them sorted), so
+/// two batches never wait on each other in a circle. A backend that cannot
+/// hold such locks (an optimistic one) must instead fail the commit with
+/// [`StoreErrorKind::Conflict`] when another transaction wrote a name this
+/// one looked up; the engine then redoes the batch. The backend conformance
+/// suite (`tests/conformance.rs`) checks both with racing handles.
 pub trait WriteTxn {
-    /// The current version of a name, as seen inside the transaction.
-    fn current(&mut self, name: &str) -> Result<Option<Entry>, StoreError>;
+    /// The current versions of `names` (sorted, without duplicates), in
+    /// their order, locking each until the transaction ends: one call per
+    /// batch.
+    fn lock(&mut self, names: &[&str]) -> Result<Vec<Option<Entry>>, StoreError>;
     /// Whether a blob row exists.
     fn has_blob(&mut self, hash: &Hash) -> Result<bool, StoreError>;
-    /// Adds a blob row (`data` for an inline blob); a no-op if it exists.
-    fn put_blob(&mut self, hash: &Hash, size: u64, data: Option<&[u8]>) -> Result<(), StoreError>;
-    /// Makes `entry` the current version of its name, moving `replaced` (the
-    /// previous current version, if any) into history, and forgets the
-    /// source records of the name that no longer hold.
-    fn write_version(&mut self, entry: &Entry, replaced: Option<&Entry>) -> Result<(), StoreError>;
-    /// Remembers a source file for the quick check; its name must hold its
-    /// hash and metadata (it was just written, or found unchanged).
-    fn record_source(&mut self, rec: &SourceRecord) -> Result<(), StoreError>;
-    /// Records a file's outcome in its session and updates the counters.
-    fn record_outcome(&mut self, rec: &OutcomeRecord) -> Result<(), StoreError>;
-    /// Counts an outcome in its session without listing the file (used for
-    /// `unchanged`, so that re-running over a large tree writes no row per
-    /// file).
-    fn count_outcome(&mut self, session_id: Uuid, outcome: Outcome, size: u64);
+    /// Applies a batch's writes (see [`Writes`] for the order): one call
+    /// per batch.
+    fn write(&mut self, writes: &Writes<'_>) -> Result<(), StoreError>;
     /// Commits (durably if the transaction was begun so).
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
@@ -312,13 +343,19 @@ pub trait BlobWriter: io::Write + Send {
 }
 
 /// Content-addressed storage for blobs too large to keep in the index.
+///
+/// A missing blob is an error of kind [`StoreErrorKind::NotFound`].
 pub trait BlobStore: Send + Sync {
     /// Starts a new blob; `size_hint` is the expected length.
     fn writer(&self, size_hint: u64) -> Result<Box<dyn BlobWriter>, StoreError>;
     /// Makes every finished blob durable (directory entries included).
     fn sync(&self) -> Result<(), StoreError>;
-    /// Whether the blob exists.
-    fn contains(&self, hash: &Hash) -> Result<bool, StoreError>;
+    /// Whether the store holds the blob durably; if it does, its age
+    /// starts again, as if it had just been written, so that `gc`'s grace
+    /// keeps it for the ingest about to refer to it. The engine asks before
+    /// it finishes a large blob, so that a duplicate is not written (or
+    /// uploaded) again.
+    fn reuse(&self, hash: &Hash) -> Result<bool, StoreError>;
     /// Opens a blob for reading.
     fn open(&self, hash: &Hash) -> Result<Box<dyn Read + Send>, StoreError>;
     /// Removes a blob if it was last written before `cutoff`; returns

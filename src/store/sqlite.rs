@@ -3,7 +3,6 @@
 //! lock instead of failing, and `synchronous=FULL` so a commit is durable
 //! when it returns.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -15,12 +14,14 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use super::{
-    BlobRecord, Entry, Index, IndexGc, KnownSource, OutcomeRecord, ReadTxn, SourceRecord,
-    StoreError, WriteTxn,
+    BlobRecord, Entry, Index, IndexGc, KnownSource, OutcomeRecord, ReadTxn, StoreError,
+    StoreErrorKind, WriteTxn, Writes,
 };
 use crate::hash::Hash;
 use crate::outcome::{Outcome, Reason};
-use crate::session::{IngestionStatus, Session, SessionOauthUser, SessionRecord, WriteMode};
+use crate::session::{
+    IngestionStatus, Session, SessionOauthUser, SessionRecord, UnknownWriteMode, WriteMode,
+};
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 2;
@@ -106,6 +107,25 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+/// How to open a [`SqliteIndex`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Create the index (and its schema) if it is not there.
+    pub create: bool,
+    /// How long to wait for another process's write lock (default 60 s);
+    /// past it, the error is [`StoreErrorKind::Unavailable`].
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> SqliteOptions {
+        SqliteOptions {
+            create: false,
+            busy_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// The SQLite index in `intake.db`.
 pub struct SqliteIndex {
     path: PathBuf,
@@ -122,11 +142,25 @@ impl std::fmt::Debug for SqliteIndex {
     }
 }
 
-fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-    move |e| StoreError::Index {
-        what: what.to_owned(),
-        message: e.to_string(),
+/// The kind of a SQLite error: "busy" once the busy timeout has passed is
+/// a store out of reach, not a broken one.
+fn kind_of(e: &rusqlite::Error) -> StoreErrorKind {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked) => StoreErrorKind::Unavailable,
+        Some(DatabaseCorrupt | NotADatabase) => StoreErrorKind::Corrupt,
+        Some(_) => StoreErrorKind::Io,
+        None => match e {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..) => StoreErrorKind::Corrupt,
+            _ => StoreErrorKind::Io,
+        },
     }
+}
+
+fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError::new(kind_of(&e), format!("index database {what}"), e)
 }
 
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
@@ -193,7 +227,7 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let mode: String = row.get(4)?;
     let write_mode: WriteMode = mode
         .parse()
-        .map_err(|e: crate::session::UnknownWriteMode| conv(4, e.to_string()))?;
+        .map_err(|e: UnknownWriteMode| conv(4, e.to_string()))?;
     let n = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)? as u64) };
     let (ingested, overwritten, unchanged, kept, failed) = (n(6)?, n(7)?, n(8)?, n(9)?, n(10)?);
     Ok(SessionRecord {
@@ -248,12 +282,16 @@ fn outcome_row(row: &Row<'_>) -> rusqlite::Result<OutcomeRecord> {
 }
 
 impl SqliteIndex {
-    /// Opens (`create`: or creates) the index at `path`.
-    pub fn open(
-        path: &Path,
-        create: bool,
-        busy_timeout: Duration,
-    ) -> Result<SqliteIndex, StoreError> {
+    /// Opens (with `opts.create`: or creates) the index at `path`. A
+    /// missing index is an error of kind [`StoreErrorKind::NotFound`].
+    pub fn open(path: &Path, opts: &SqliteOptions) -> Result<SqliteIndex, StoreError> {
+        let (create, busy_timeout) = (opts.create, opts.busy_timeout);
+        if !create && !path.exists() {
+            return Err(StoreError::not_found(format!(
+                "no index at {}",
+                path.display()
+            )));
+        }
         let conn = retry_busy(busy_timeout, || {
             let conn = open_conn(path, create, busy_timeout)?;
             migrate(&conn)?;
@@ -361,10 +399,9 @@ fn open_conn(path: &Path, create: bool, busy_timeout: Duration) -> Result<Connec
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(open_err(&what))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Index {
-            what,
-            message: format!("could not switch to WAL mode (journal mode is {mode})"),
-        }
+        return Err(StoreError::corrupt(format!(
+            "index database: {what}: could not switch to WAL mode (journal mode is {mode})"
+        ))
         .into());
     }
     conn.execute_batch(
@@ -392,10 +429,9 @@ fn migrate(conn: &Connection) -> Result<(), OpenErr> {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(open_err(what))?;
     if version > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found: version,
-            supported: SCHEMA_VERSION,
-        }
+        return Err(StoreError::corrupt(format!(
+            "the workspace index has schema version {version}, newer than this intake understands ({SCHEMA_VERSION}); upgrade intake"
+        ))
         .into());
     }
     if version == SCHEMA_VERSION {
@@ -427,7 +463,7 @@ fn migrate(conn: &Connection) -> Result<(), OpenErr> {
 impl Index for SqliteIndex {
     fn create_session(&self, s: &Session) -> Result<(), StoreError> {
         let by = serde_json::to_string(&s.created_by)
-            .map_err(|e| StoreError::Corrupt(format!("serializing the creator: {e}")))?;
+            .map_err(|e| StoreError::new(StoreErrorKind::Corrupt, "serializing the creator", e))?;
         self.writer()
             .execute(
                 "INSERT INTO sessions (id, created_at, created_by, expires_at, write_mode)
@@ -527,11 +563,7 @@ impl Index for SqliteIndex {
         let sync = if durable { "FULL" } else { "NORMAL" };
         conn.execute_batch(&format!("PRAGMA synchronous={sync}; BEGIN IMMEDIATE"))
             .map_err(db_err("starting a write transaction"))?;
-        Ok(Box::new(SqliteTxn {
-            conn,
-            open: true,
-            deltas: HashMap::new(),
-        }))
+        Ok(Box::new(SqliteTxn { conn, open: true }))
     }
 
     fn list(
@@ -730,7 +762,7 @@ impl ReadTxn for SqliteReadTxn<'_> {
     fn current(&self, name: &str) -> Result<Option<Entry>, StoreError> {
         match &self.conn {
             Some(c) => current_on(c, name).map_err(db_err("looking up a name")),
-            None => Err(StoreError::Corrupt("read transaction already ended".into())),
+            None => Err(StoreError::corrupt("read transaction already ended")),
         }
     }
 }
@@ -746,17 +778,9 @@ impl Drop for SqliteReadTxn<'_> {
     }
 }
 
-/// Counter changes made by a transaction, applied once at commit.
-#[derive(Default)]
-struct Delta {
-    counts: [i64; 5],
-    bytes: i64,
-}
-
 struct SqliteTxn<'a> {
     conn: MutexGuard<'a, Connection>,
     open: bool,
-    deltas: HashMap<Uuid, Delta>,
 }
 
 impl Drop for SqliteTxn<'_> {
@@ -768,80 +792,46 @@ impl Drop for SqliteTxn<'_> {
 }
 
 impl WriteTxn for SqliteTxn<'_> {
-    fn current(&mut self, name: &str) -> Result<Option<Entry>, StoreError> {
-        current_on(&self.conn, name).map_err(db_err("looking up a name"))
+    /// SQLite's write lock, taken at `BEGIN IMMEDIATE`, covers every name:
+    /// the lookups lock nothing more.
+    fn lock(&mut self, names: &[&str]) -> Result<Vec<Option<Entry>>, StoreError> {
+        names
+            .iter()
+            .map(|n| current_on(&self.conn, n).map_err(db_err("looking up a name")))
+            .collect()
     }
 
     fn has_blob(&mut self, hash: &Hash) -> Result<bool, StoreError> {
         has_blob_on(&self.conn, hash).map_err(db_err("looking up a blob"))
     }
 
-    fn put_blob(&mut self, hash: &Hash, size: u64, data: Option<&[u8]>) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO blobs (hash, size, data, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (hash) DO NOTHING",
-            )
-            .and_then(|mut st| {
-                st.execute(params![&hash.0[..], size as i64, data, micros(Utc::now())])
-            })
-            .map_err(db_err("storing a blob"))?;
-        Ok(())
-    }
-
-    fn write_version(&mut self, e: &Entry, replaced: Option<&Entry>) -> Result<(), StoreError> {
-        let c = &self.conn;
-        (|| {
-            if let Some(old) = replaced {
-                // The sources recorded for the old content no longer hold.
-                c.prepare_cached(
-                    "DELETE FROM sources WHERE name = ?1 AND (hash <> ?2 OR meta IS NOT ?3)",
-                )?
-                .execute(params![e.name, &e.hash.0[..], e.meta])?;
-                c.prepare_cached(
-                    "INSERT INTO history (name, version, hash, size, meta, session_id, ingested_at, replaced_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    old.name,
-                    old.version as i64,
-                    &old.hash.0[..],
-                    old.size as i64,
-                    old.meta,
-                    old.session_id.to_string(),
-                    micros(old.ingested_at),
-                    micros(e.ingested_at)
-                ])?;
+    fn write(&mut self, w: &Writes<'_>) -> Result<(), StoreError> {
+        let c = &*self.conn;
+        let at = micros(w.at);
+        if !w.blobs.is_empty() {
+            let mut st = c
+                .prepare_cached(
+                    "INSERT INTO blobs (hash, size, data, created_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (hash) DO NOTHING",
+                )
+                .map_err(db_err("storing a blob"))?;
+            for b in &w.blobs {
+                st.execute(params![&b.hash.0[..], b.size as i64, b.data, at])
+                    .map_err(db_err("storing a blob"))?;
             }
-            c.prepare_cached(
-                "INSERT INTO entries (name, hash, size, meta, session_id, ingested_at, version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, size = excluded.size,
-                   meta = excluded.meta, session_id = excluded.session_id,
-                   ingested_at = excluded.ingested_at, version = excluded.version",
-            )?
-            .execute(params![
-                e.name,
-                &e.hash.0[..],
-                e.size as i64,
-                e.meta,
-                e.session_id.to_string(),
-                micros(e.ingested_at),
-                e.version as i64
-            ])?;
-            Ok(())
-        })()
-        .map_err(db_err("writing a version"))
-    }
-
-    fn record_source(&mut self, rec: &SourceRecord) -> Result<(), StoreError> {
-        let (dir, file) = split_path(&rec.path);
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO sources (dir, file, size, mtime_ns, name, hash, meta)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut st| {
+        }
+        for v in &w.versions {
+            write_version(c, &v.entry, v.replaced.as_ref()).map_err(db_err("writing a version"))?;
+        }
+        if !w.sources.is_empty() {
+            let mut st = c
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO sources (dir, file, size, mtime_ns, name, hash, meta)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(db_err("recording a source"))?;
+            for rec in &w.sources {
+                let (dir, file) = split_path(&rec.path);
                 st.execute(params![
                     dir,
                     file,
@@ -851,18 +841,17 @@ impl WriteTxn for SqliteTxn<'_> {
                     &rec.hash.0[..],
                     rec.meta
                 ])
-            })
-            .map_err(db_err("recording a source"))?;
-        Ok(())
-    }
-
-    fn record_outcome(&mut self, r: &OutcomeRecord) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO file_outcomes (session_id, name, source, outcome, reason, message, size, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .and_then(|mut st| {
+                .map_err(db_err("recording a source"))?;
+            }
+        }
+        if !w.outcomes.is_empty() {
+            let mut st = c
+                .prepare_cached(
+                    "INSERT INTO file_outcomes (session_id, name, source, outcome, reason, message, size, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(db_err("recording an outcome"))?;
+            for r in &w.outcomes {
                 st.execute(params![
                     r.session_id.to_string(),
                     r.name,
@@ -873,56 +862,79 @@ impl WriteTxn for SqliteTxn<'_> {
                     r.size.map(|s| s as i64),
                     r.hash.as_ref().map(|h| &h.0[..])
                 ])
+                .map_err(db_err("recording an outcome"))?;
+            }
+        }
+        for (id, d) in &w.counts {
+            c.prepare_cached(
+                "UPDATE sessions SET ingested = ingested + ?2, overwritten = overwritten + ?3,
+                   unchanged = unchanged + ?4, kept = kept + ?5, failed = failed + ?6,
+                   bytes = bytes + ?7 WHERE id = ?1",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id.to_string(),
+                    d.ingested as i64,
+                    d.overwritten as i64,
+                    d.unchanged as i64,
+                    d.kept as i64,
+                    d.failed as i64,
+                    d.bytes as i64
+                ])
             })
-            .map_err(db_err("recording an outcome"))?;
-        self.count_outcome(r.session_id, r.outcome, r.size.unwrap_or(0));
+            .map_err(db_err("updating session counters"))?;
+        }
         Ok(())
     }
 
-    fn count_outcome(&mut self, session_id: Uuid, outcome: Outcome, size: u64) {
-        let d = self.deltas.entry(session_id).or_default();
-        let slot = match outcome {
-            Outcome::Ingested => 0,
-            Outcome::Overwritten => 1,
-            Outcome::Unchanged => 2,
-            Outcome::Kept => 3,
-            Outcome::Failed => 4,
-            Outcome::Refused => return,
-        };
-        d.counts[slot] += 1;
-        if slot != 4 {
-            d.bytes += size as i64;
-        }
-    }
-
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        let deltas = std::mem::take(&mut self.deltas);
-        for (id, d) in deltas {
-            self.conn
-                .prepare_cached(
-                    "UPDATE sessions SET ingested = ingested + ?2, overwritten = overwritten + ?3,
-                       unchanged = unchanged + ?4, kept = kept + ?5, failed = failed + ?6,
-                       bytes = bytes + ?7 WHERE id = ?1",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![
-                        id.to_string(),
-                        d.counts[0],
-                        d.counts[1],
-                        d.counts[2],
-                        d.counts[3],
-                        d.counts[4],
-                        d.bytes
-                    ])
-                })
-                .map_err(db_err("updating session counters"))?;
-        }
         self.conn
             .execute_batch("COMMIT")
             .map_err(db_err("committing"))?;
         self.open = false;
         Ok(())
     }
+}
+
+/// Makes `e` the current version of its name, moving `replaced` into
+/// history and dropping the name's source records that no longer hold.
+fn write_version(c: &Connection, e: &Entry, replaced: Option<&Entry>) -> rusqlite::Result<()> {
+    if let Some(old) = replaced {
+        // The sources recorded for the old content no longer hold.
+        c.prepare_cached("DELETE FROM sources WHERE name = ?1 AND (hash <> ?2 OR meta IS NOT ?3)")?
+            .execute(params![e.name, &e.hash.0[..], e.meta])?;
+        c.prepare_cached(
+            "INSERT INTO history (name, version, hash, size, meta, session_id, ingested_at, replaced_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            old.name,
+            old.version as i64,
+            &old.hash.0[..],
+            old.size as i64,
+            old.meta,
+            old.session_id.to_string(),
+            micros(old.ingested_at),
+            micros(e.ingested_at)
+        ])?;
+    }
+    c.prepare_cached(
+        "INSERT INTO entries (name, hash, size, meta, session_id, ingested_at, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, size = excluded.size,
+           meta = excluded.meta, session_id = excluded.session_id,
+           ingested_at = excluded.ingested_at, version = excluded.version",
+    )?
+    .execute(params![
+        e.name,
+        &e.hash.0[..],
+        e.size as i64,
+        e.meta,
+        e.session_id.to_string(),
+        micros(e.ingested_at),
+        e.version as i64
+    ])?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -950,22 +962,19 @@ mod tests {
         let mut tries = 0;
         let got: Result<(), StoreError> = retry_busy(Duration::from_secs(10), || {
             tries += 1;
-            Err(StoreError::Corrupt("not a database".into()).into())
+            Err(StoreError::corrupt("not a database").into())
         });
         assert_eq!(tries, 1);
-        assert!(matches!(got, Err(StoreError::Corrupt(_))), "{got:?}");
+        assert_eq!(got.err().map(|e| e.kind()), Some(StoreErrorKind::Corrupt));
 
         // Busy for good: the error, once the timeout has passed.
         let started = std::time::Instant::now();
         let got: Result<(), StoreError> = retry_busy(Duration::from_millis(30), || Err(busy()));
         assert!(started.elapsed() >= Duration::from_millis(30));
-        match got {
-            Err(StoreError::Index { what, message }) => {
-                assert_eq!(what, "opening");
-                assert!(message.contains("locked"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
+        let e = got.expect_err("busy for good");
+        assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+        assert_eq!(e.what(), "index database opening");
+        assert!(e.to_string().contains("locked"), "{e}");
     }
 
     /// A version-1 index gains the quick-check metadata of each source, and
@@ -1002,7 +1011,7 @@ mod tests {
                 .unwrap();
             }
         }
-        let index = SqliteIndex::open(&path, false, Duration::from_secs(1)).unwrap();
+        let index = SqliteIndex::open(&path, &SqliteOptions::default()).unwrap();
         let mut known = index.sources_in(Path::new("/src")).unwrap();
         known.sort_by(|x, y| x.file.cmp(&y.file));
         let got: Vec<(&OsStr, &str, Hash, Option<&str>)> = known

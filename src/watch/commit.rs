@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::ready::{Done, retry_delay};
 use super::{Shared, WatchError, WatchEvent, WatchSummary};
 use crate::error::Error;
-use crate::ingest::Item;
+use crate::item::Item;
 use crate::outcome::{FileReport, Outcome, Reason};
 use crate::session::{CreateSession, Lifetime, Session, SessionOauthUser};
 use crate::workspace::Workspace;
@@ -305,7 +305,7 @@ impl Iterator for Feeder<'_> {
             }
             if self.last_closed_check.elapsed() >= CLOSED_POLL {
                 self.last_closed_check = Instant::now();
-                if let Ok(true) = self.ws.index().is_closed(self.session.session_id) {
+                if let Ok(true) = self.ws.is_closed(self.session.session_id) {
                     self.over.store(CLOSED, Ordering::SeqCst);
                     return None;
                 }

@@ -72,7 +72,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, Sender, bounded, unbounded};
 use uuid::Uuid;
 
-use crate::ingest::Item;
+use crate::item::Item;
 use crate::outcome::{Counts, FileReport};
 use crate::plan::{PlanError, PlanEvent, PlanOptions, Planner};
 use crate::session::{CreateSession, Session, SessionOauthUser};
@@ -430,7 +430,7 @@ impl Watcher {
         let roots = check_roots(&config.plan.roots, ws.dir())?;
         let mut plan = config.plan.clone();
         plan.roots = roots.clone();
-        plan.skip_dirs.push(ws.dir().to_path_buf());
+        plan.skip_dirs.extend(ws.dir().map(Path::to_path_buf));
         let tracker_planner = Planner::new(plan.clone())?;
         let control_planner = Planner::new(plan)?;
 
@@ -699,7 +699,7 @@ impl Drop for WatchHandle {
 
 /// The roots, absolute, checked: folders, not inside one another, not
 /// inside the workspace.
-fn check_roots(roots: &[PathBuf], ws: &Path) -> Result<Vec<PathBuf>, WatchError> {
+fn check_roots(roots: &[PathBuf], ws: Option<&Path>) -> Result<Vec<PathBuf>, WatchError> {
     if roots.is_empty() {
         return Err(WatchError::NoFolders);
     }
@@ -709,7 +709,7 @@ fn check_roots(roots: &[PathBuf], ws: &Path) -> Result<Vec<PathBuf>, WatchError>
             why: e.to_string(),
         })
     };
-    let ws = abs(ws)?;
+    let ws = ws.map(abs).transpose()?;
     let mut out: Vec<PathBuf> = Vec::new();
     for r in roots {
         let a = abs(r)?;
@@ -728,7 +728,7 @@ fn check_roots(roots: &[PathBuf], ws: &Path) -> Result<Vec<PathBuf>, WatchError>
                 });
             }
         }
-        if a.starts_with(&ws) {
+        if let Some(ws) = ws.as_ref().filter(|ws| a.starts_with(ws)) {
             return Err(WatchError::NotAFolder {
                 path: r.clone(),
                 why: format!("it is inside the workspace {}", ws.display()),

@@ -18,14 +18,14 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use intake::store::{
     BlobRecord, BlobStore, BlobWriter, Entry, FsBlobStore, Index, IndexGc, KnownSource,
-    OutcomeRecord, SourceRecord, SqliteIndex, StoreError, WriteTxn,
+    OutcomeRecord, SourceRecord, SqliteIndex, SqliteOptions, StoreError, WriteTxn, Writes,
 };
-use intake::{Hash, Outcome, Session, SessionRecord};
+use intake::{Hash, Session, SessionRecord};
 use uuid::Uuid;
 
 /// What a [`HookedIndex`] lets a test intercept.
@@ -45,6 +45,26 @@ pub trait IndexHooks: Send + Sync {
     /// `Index::begin`, before the real transaction starts: an error fails it.
     fn begin(&self, _durable: bool) -> Result<Self::Txn, StoreError> {
         Ok(Self::Txn::default())
+    }
+
+    /// The batch's lookup of its names, which locks them.
+    fn lock(
+        &self,
+        _txn: &mut Self::Txn,
+        _names: &[&str],
+        run: impl FnOnce() -> Result<Vec<Option<Entry>>, StoreError>,
+    ) -> Result<Vec<Option<Entry>>, StoreError> {
+        run()
+    }
+
+    /// The whole batch's write, after each part went through its hook.
+    fn write(
+        &self,
+        _txn: &mut Self::Txn,
+        _writes: &Writes<'_>,
+        run: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        run()
     }
 
     /// `WriteTxn::put_blob`.
@@ -108,12 +128,12 @@ impl<H: IndexHooks> HookedIndex<H> {
     /// creating the folder first.
     pub fn open(ws_dir: &Path, hooks: Arc<H>) -> HookedIndex<H> {
         fs::create_dir_all(ws_dir).expect("creating the workspace folder");
-        let inner = SqliteIndex::open(
-            &ws_dir.join(intake::workspace::INDEX_FILE),
-            true,
-            Duration::from_secs(60),
-        )
-        .expect("opening the index");
+        let opts = SqliteOptions {
+            create: true,
+            ..SqliteOptions::default()
+        };
+        let inner = SqliteIndex::open(&ws_dir.join(intake::workspace::INDEX_FILE), &opts)
+            .expect("opening the index");
         HookedIndex { inner, hooks }
     }
 }
@@ -195,35 +215,32 @@ impl<H: IndexHooks> Index for HookedIndex<H> {
 }
 
 impl<H: IndexHooks> WriteTxn for HookedTxn<'_, H> {
-    fn current(&mut self, name: &str) -> Result<Option<Entry>, StoreError> {
-        self.inner.current(name)
+    fn lock(&mut self, names: &[&str]) -> Result<Vec<Option<Entry>>, StoreError> {
+        let inner = &mut self.inner;
+        self.hooks
+            .lock(&mut self.state, names, || inner.lock(names))
     }
     fn has_blob(&mut self, hash: &Hash) -> Result<bool, StoreError> {
         self.inner.has_blob(hash)
     }
-    fn put_blob(&mut self, hash: &Hash, size: u64, data: Option<&[u8]>) -> Result<(), StoreError> {
+    /// Each part of the batch goes through its hook, in the order the
+    /// backend applies them, before the whole batch is written.
+    fn write(&mut self, w: &Writes<'_>) -> Result<(), StoreError> {
+        let (hooks, state) = (self.hooks, &mut self.state);
+        for b in &w.blobs {
+            hooks.put_blob(state, &b.hash, || Ok(()))?;
+        }
+        for v in &w.versions {
+            hooks.write_version(state, &v.entry, || Ok(()))?;
+        }
+        for rec in &w.sources {
+            hooks.record_source(state, rec, || Ok(()))?;
+        }
+        for rec in &w.outcomes {
+            hooks.record_outcome(state, rec, || Ok(()))?;
+        }
         let inner = &mut self.inner;
-        self.hooks
-            .put_blob(&mut self.state, hash, || inner.put_blob(hash, size, data))
-    }
-    fn write_version(&mut self, entry: &Entry, replaced: Option<&Entry>) -> Result<(), StoreError> {
-        let inner = &mut self.inner;
-        self.hooks.write_version(&mut self.state, entry, || {
-            inner.write_version(entry, replaced)
-        })
-    }
-    fn record_source(&mut self, rec: &SourceRecord) -> Result<(), StoreError> {
-        let inner = &mut self.inner;
-        self.hooks
-            .record_source(&mut self.state, rec, || inner.record_source(rec))
-    }
-    fn record_outcome(&mut self, rec: &OutcomeRecord) -> Result<(), StoreError> {
-        let inner = &mut self.inner;
-        self.hooks
-            .record_outcome(&mut self.state, rec, || inner.record_outcome(rec))
-    }
-    fn count_outcome(&mut self, session_id: Uuid, outcome: Outcome, size: u64) {
-        self.inner.count_outcome(session_id, outcome, size)
+        hooks.write(state, w, || inner.write(w))
     }
     fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let HookedTxn {
@@ -306,8 +323,8 @@ impl<H: BlobHooks> BlobStore for HookedBlobs<H> {
     fn sync(&self) -> Result<(), StoreError> {
         self.hooks.sync(|| self.inner.sync())
     }
-    fn contains(&self, hash: &Hash) -> Result<bool, StoreError> {
-        self.inner.contains(hash)
+    fn reuse(&self, hash: &Hash) -> Result<bool, StoreError> {
+        self.inner.reuse(hash)
     }
     fn open(&self, hash: &Hash) -> Result<Box<dyn Read + Send>, StoreError> {
         self.inner.open(hash)
