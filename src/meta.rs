@@ -5,6 +5,9 @@
 //! compare equal when deciding `unchanged`. An empty object is the same as no
 //! metadata.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
 use serde_json::{Map, Value};
 
 /// Largest sidecar accepted, in bytes.
@@ -12,6 +15,31 @@ pub const MAX_SIDECAR_BYTES: u64 = 1024 * 1024;
 
 /// The suffix that marks a sidecar.
 pub const SIDECAR_SUFFIX: &str = ".meta.json";
+
+/// The sidecar rule, one way for the walk, one path and the watcher: the
+/// name of the file that the sidecar `name` (`X.meta.json`) describes, or
+/// `None` if `name` is not a sidecar's (the bare suffix is not).
+///
+/// ```
+/// use std::ffi::OsStr;
+/// use intake::meta::sidecar_of;
+/// assert_eq!(sidecar_of(OsStr::new("a.pdf.meta.json")), Some(OsStr::new("a.pdf")));
+/// assert_eq!(sidecar_of(OsStr::new(".meta.json")), None);
+/// assert_eq!(sidecar_of(OsStr::new("a.pdf")), None);
+/// ```
+pub fn sidecar_of(name: &OsStr) -> Option<&OsStr> {
+    name.as_bytes()
+        .strip_suffix(SIDECAR_SUFFIX.as_bytes())
+        .filter(|base| !base.is_empty())
+        .map(OsStr::from_bytes)
+}
+
+/// The name of the sidecar of the file `name`: `name` + `.meta.json`.
+pub fn sidecar_name(name: &OsStr) -> OsString {
+    let mut s = name.to_owned();
+    s.push(SIDECAR_SUFFIX);
+    s
+}
 
 /// A file's metadata: a JSON object in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

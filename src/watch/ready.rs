@@ -22,8 +22,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -31,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, EventKind};
 
-use crate::meta::SIDECAR_SUFFIX;
+use crate::meta::sidecar_of;
 
 /// How long a rename's first half waits for its second.
 const RENAME_PAIRING: Duration = Duration::from_secs(2);
@@ -841,12 +839,11 @@ fn age(mtime_ns: i64) -> Duration {
 /// `dir/X` for a sidecar `dir/X.meta.json` (not for a sidecar's sidecar,
 /// which the walk never takes either).
 fn sidecar_base(path: &Path) -> Option<PathBuf> {
-    let name = path.file_name()?.as_bytes();
-    let base = name.strip_suffix(SIDECAR_SUFFIX.as_bytes())?;
-    if base.is_empty() || base.ends_with(SIDECAR_SUFFIX.as_bytes()) {
+    let base = sidecar_of(path.file_name()?)?;
+    if sidecar_of(base).is_some() {
         return None;
     }
-    Some(path.with_file_name(OsStr::from_bytes(base)))
+    Some(path.with_file_name(base))
 }
 
 #[cfg(test)]

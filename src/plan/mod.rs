@@ -1,0 +1,167 @@
+//! Planning a run over folders (SPEC §2, §5, §6): walk each source in order,
+//! select files, name them, pair their metadata sidecars, and stream the
+//! result into [`crate::IngestRun::run`] as [`Item`]s.
+//!
+//! The walk is intake's own rather than a generic directory walker's because
+//! pairing `X.meta.json` with `X` needs a directory's whole sorted listing
+//! while the walk order stays exact: a directory's entries sorted by name,
+//! each subdirectory walked where it sorts. Only the listings of the
+//! directories on the current path are held in memory, so a run of a million
+//! files streams.
+//!
+//! The rooms, in the order a file goes through them: [`options`] (what is
+//! asked, what comes out), `filter` (what is taken and how it is named),
+//! `listing` (a folder's sorted entries, a sidecar's content), `prefetch`
+//! (folders listed ahead), `walk` (the walk itself) and `one_path` (the same
+//! rules for one path, for a watcher).
+//!
+//! ```
+//! use intake::plan::{PlanOptions, Planner};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # std::fs::create_dir_all(dir.path().join("src/b")).unwrap();
+//! # std::fs::write(dir.path().join("src/b/x.txt"), "x").unwrap();
+//! # std::fs::write(dir.path().join("src/a.txt"), "a").unwrap();
+//! # std::fs::write(dir.path().join("src/a.txt.meta.json"), r#"{"k":1}"#).unwrap();
+//! let opts = PlanOptions::new(vec![dir.path().join("src")]);
+//! let names: Vec<String> = Planner::new(opts)
+//!     .unwrap()
+//!     .filter_map(|ev| ev.into_item())
+//!     .map(|item| match item {
+//!         intake::Item::File { name, meta: Some(m), .. } => format!("{name} {}", m.as_str()),
+//!         intake::Item::File { name, meta: None, .. } => name.to_string(),
+//!         intake::Item::Failed { name, reason, .. } => format!("{name} failed: {reason}"),
+//!     })
+//!     .collect();
+//! // The sidecar is attached to its file, never a file of its own.
+//! assert_eq!(names, [r#"a.txt {"k":1}"#, "b/x.txt"]);
+//! ```
+
+mod filter;
+mod listing;
+mod one_path;
+pub mod options;
+mod prefetch;
+mod walk;
+
+use std::path::{Path, PathBuf};
+
+pub use filter::is_temporary;
+pub use options::{PlanError, PlanEvent, PlanOptions};
+
+use filter::{Selection, absolute};
+use walk::Walk;
+
+/// A streaming plan: an iterator of [`PlanEvent`]s in walk order.
+pub struct Planner {
+    sel: Selection,
+    /// Every root, absolute, in order (for [`Planner::plan_path`]).
+    roots: Vec<PathBuf>,
+    walk: Walk,
+}
+
+impl Planner {
+    /// Checks the options and starts the plan.
+    pub fn new(opts: PlanOptions) -> Result<Planner, PlanError> {
+        let given = opts.roots.clone();
+        let sel = Selection::new(opts)?;
+        let roots = given
+            .iter()
+            .map(|r| absolute(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Planner {
+            sel,
+            walk: Walk::new(roots.clone()),
+            roots,
+        })
+    }
+
+    /// The plan of the file at `path` (absolute, under one of the roots) as
+    /// the walk would give it: `None` if the walk would leave it out (a
+    /// filter, a hidden or temporary name, a folder the walk would not enter,
+    /// a folder, a path that no longer exists). The first root, in order,
+    /// that contains `path` names it.
+    ///
+    /// A metadata sidecar `X.meta.json` plans its file `X` (with the
+    /// sidecar read afresh), so that a sidecar that appears or changes
+    /// (re)ingests `X`; without `X` beside it, a sidecar plans nothing (the
+    /// walk would report an orphan).
+    pub fn plan_path(&self, path: &Path) -> Option<PlanEvent> {
+        one_path::plan_path(&self.sel, &self.roots, path)
+    }
+
+    /// Whether the walk would descend into the folder `path` (a root, or a
+    /// folder under one): not hidden (unless `hidden`), not a temporary
+    /// name, not excluded, within `max_depth`, not the workspace, and not a
+    /// symbolic link unless `follow_links`.
+    pub fn enters_dir(&self, path: &Path) -> bool {
+        one_path::enters_dir(&self.sel, &self.roots, path)
+    }
+}
+
+impl Iterator for Planner {
+    type Item = PlanEvent;
+
+    fn next(&mut self) -> Option<PlanEvent> {
+        self.walk.next(&self.sel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::item::Item;
+
+    fn walk(opts: PlanOptions, prefetch: bool) -> Vec<String> {
+        let mut p = Planner::new(opts).unwrap();
+        if !prefetch {
+            p.walk.prefetch = None;
+        }
+        p.map(|ev| match ev {
+            PlanEvent::Item(Item::File { name, .. }) => format!("file {name}"),
+            PlanEvent::Item(Item::Failed { name, reason, .. }) => format!("failed {name} {reason}"),
+            PlanEvent::Skipped { path, .. } => format!("skipped {}", path.display()),
+        })
+        .collect()
+    }
+
+    /// Listing folders ahead of the walk must not change the walk.
+    #[test]
+    fn prefetching_folders_keeps_the_walk_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for d in [
+            "a", "a/x", "a/x/y", "b", ".h", "c.tmp", "ex", "d", "d/e", "z",
+        ] {
+            fs::create_dir_all(src.join(d)).unwrap();
+        }
+        for f in [
+            "a/1", "a/x/2", "a/x/y/3", "b/4", ".h/5", "c.tmp/6", "ex/7", "d/e/8", "z/9", "0", "m",
+        ] {
+            fs::write(src.join(f), f).unwrap();
+        }
+        for n in 0..40 {
+            fs::create_dir_all(src.join(format!("many/{n:02}"))).unwrap();
+            fs::write(src.join(format!("many/{n:02}/f")), "f").unwrap();
+        }
+        let cases = [
+            PlanOptions::new(vec![src.clone()]),
+            PlanOptions {
+                exclude: vec!["ex".into()],
+                hidden: true,
+                ..PlanOptions::new(vec![src.clone(), src.join("a")])
+            },
+            PlanOptions {
+                max_depth: Some(2),
+                flatten: true,
+                ..PlanOptions::new(vec![src.clone()])
+            },
+        ];
+        for opts in cases {
+            let with = walk(opts.clone(), true);
+            assert_eq!(with, walk(opts, false));
+            assert!(with.len() > 5, "{with:?}");
+        }
+    }
+}

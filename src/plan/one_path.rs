@@ -1,0 +1,141 @@
+//! Planning one path at a time, for a watcher: the same selection, naming,
+//! temporary-name, hidden and sidecar rules as the walk, applied to a path
+//! an event names instead of a path the walk reaches.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::filter::{Selection, normal_components};
+use super::listing::{follow_error, special_kind};
+use super::options::PlanEvent;
+use crate::meta::{sidecar_name, sidecar_of};
+use crate::outcome::Reason;
+
+/// The plan of the file at `path` (absolute, under one of `roots`); see
+/// [`crate::plan::Planner::plan_path`].
+pub(crate) fn plan_path(sel: &Selection, roots: &[PathBuf], path: &Path) -> Option<PlanEvent> {
+    let (root, rel) = locate(roots, path)?;
+    let comps = normal_components(rel)?;
+    let (file_name, dirs) = comps.split_last()?;
+    if !dirs_entered(sel, root, dirs) {
+        return None;
+    }
+    if let Some(base) = sidecar_of(file_name) {
+        // A sidecar of a sidecar is never a file of its own either.
+        if sidecar_of(base).is_some() {
+            return None;
+        }
+        let base_path = path.with_file_name(base);
+        return match fs::symlink_metadata(&base_path) {
+            Ok(m) if !m.is_dir() => plan_file(sel, root, &base_path),
+            _ => None,
+        };
+    }
+    plan_file(sel, root, path)
+}
+
+/// Whether the walk would descend into the folder `path`; see
+/// [`crate::plan::Planner::enters_dir`].
+pub(crate) fn enters_dir(sel: &Selection, roots: &[PathBuf], path: &Path) -> bool {
+    let Some((root, rel)) = locate_or_root(roots, path) else {
+        return false;
+    };
+    let Some(comps) = normal_components(rel) else {
+        return false;
+    };
+    if comps.is_empty() {
+        return !sel.skips(root);
+    }
+    dirs_entered(sel, root, &comps)
+}
+
+/// The first root that strictly contains `path`, and the relative rest.
+fn locate<'a, 'r>(roots: &'r [PathBuf], path: &'a Path) -> Option<(&'r Path, &'a Path)> {
+    roots.iter().find_map(|r| {
+        path.strip_prefix(r)
+            .ok()
+            .filter(|rel| !rel.as_os_str().is_empty())
+            .map(|rel| (r.as_path(), rel))
+    })
+}
+
+/// Like `locate`, but a root itself is found too (with an empty rest).
+fn locate_or_root<'a, 'r>(roots: &'r [PathBuf], path: &'a Path) -> Option<(&'r Path, &'a Path)> {
+    roots
+        .iter()
+        .find_map(|r| path.strip_prefix(r).ok().map(|rel| (r.as_path(), rel)))
+}
+
+/// Whether the walk enters every folder of `dirs`, in turn, from `root`.
+fn dirs_entered(sel: &Selection, root: &Path, dirs: &[&OsStr]) -> bool {
+    let mut rel = PathBuf::new();
+    let mut abs = root.to_path_buf();
+    for (i, name) in dirs.iter().enumerate() {
+        rel.push(name);
+        abs.push(name);
+        if sel.hides(name) || !sel.enters_by_name(&rel, name, i + 1) {
+            return false;
+        }
+        if !sel.opts.follow_links
+            && fs::symlink_metadata(&abs).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return false;
+        }
+        if sel.skips(&abs) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The plan of a file (never a sidecar) whose folders the walk enters.
+fn plan_file(sel: &Selection, root: &Path, path: &Path) -> Option<PlanEvent> {
+    let rel = path.strip_prefix(root).ok()?;
+    let file_name = path.file_name()?;
+    let dir = path.parent()?;
+    let depth = rel.components().count();
+    if sel.hides(file_name) {
+        return None;
+    }
+    let mut ty = fs::symlink_metadata(path).ok()?.file_type();
+    if ty.is_symlink() {
+        if !sel.selected(rel, file_name) {
+            return None;
+        }
+        if !sel.opts.follow_links {
+            return Some(PlanEvent::Skipped {
+                path: path.to_path_buf(),
+                why: "symbolic link not followed (use --follow-links)".into(),
+            });
+        }
+        match fs::metadata(path) {
+            Ok(m) => ty = m.file_type(),
+            Err(e) => {
+                let msg = follow_error(path, &e);
+                return Some(PlanEvent::failed(
+                    sel.shown(rel),
+                    path.to_path_buf(),
+                    Reason::ReadError,
+                    msg,
+                ));
+            }
+        }
+    }
+    if ty.is_dir() || !sel.selected(rel, file_name) {
+        return None;
+    }
+    if !ty.is_file() {
+        return Some(PlanEvent::Skipped {
+            path: path.to_path_buf(),
+            why: format!("{}; only regular files are ingested", special_kind(&ty)),
+        });
+    }
+    if !sel.within_depth(depth) {
+        return None;
+    }
+    let has_sidecar =
+        fs::symlink_metadata(dir.join(sidecar_name(file_name))).is_ok_and(|m| !m.is_dir());
+    let dir_rel = rel.parent().unwrap_or(Path::new(""));
+    Some(sel.file_event(dir, dir_rel, file_name, has_sidecar, None))
+}
