@@ -24,7 +24,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use notify::{ErrorKind, RecursiveMode};
 
-use super::{Shared, WatchError};
+use super::error::WatchError;
+use super::shared::Shared;
 use crate::plan::Planner;
 
 /// What notify hands the event handler.

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::error::WatchError;
+use super::event::{WatchEvent, WatchSummary};
 use super::ready::{Done, retry_delay};
-use super::{Shared, WatchError, WatchEvent, WatchSummary};
+use super::shared::Shared;
 use crate::error::Error;
 use crate::item::Item;
 use crate::outcome::{FileReport, Outcome, Reason};
