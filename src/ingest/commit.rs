@@ -290,9 +290,10 @@ impl Committer<'_> {
                 ..Writes::default()
             };
             let mut counts = Counts::default();
-            let mut written_here: HashSet<&str> = HashSet::new();
+            // The names this batch has recorded a source for.
+            let mut sourced: HashSet<&str> = HashSet::new();
             for p in batch {
-                let r = self.apply(&mut *txn, p, &mut current, &mut writes, &mut written_here)?;
+                let r = self.apply(&mut *txn, p, &mut current, &mut writes, &mut sourced)?;
                 if self.records(&r) {
                     counts.add(&r);
                     // `unchanged` is counted, not listed: re-running over
@@ -380,7 +381,7 @@ impl Committer<'_> {
         p: &'b Prepared,
         current: &mut Current<'b>,
         writes: &mut Writes<'b>,
-        written_here: &mut HashSet<&'b str>,
+        sourced: &mut HashSet<&'b str>,
     ) -> Result<FileReport, StoreError> {
         let s = self.session;
         let name = p.name.as_str();
@@ -448,9 +449,10 @@ impl Committer<'_> {
                 version: existing.as_ref().map_or(1, |e| e.version + 1),
                 replaced_at: None,
             };
-            // A second version of a name in one batch: the sources this
-            // batch recorded for the first no longer hold.
-            if !written_here.insert(name) {
+            // The sources this batch recorded earlier for this name (found
+            // unchanged, or written) no longer hold unless they have what
+            // it is about to hold.
+            if sourced.contains(name) {
                 writes.sources.retain(|src| {
                     src.name != name || (src.hash == hash && src.meta.as_deref() == new.meta)
                 });
@@ -464,6 +466,7 @@ impl Committer<'_> {
         }
         if let (Some(src), true) = (source, decision.name_holds_it()) {
             writes.sources.push(src);
+            sourced.insert(name);
         }
         Ok(p.decided(s.session_id, decision))
     }
