@@ -4,9 +4,9 @@
 //! order, the workspace's names and contents (`files list --json`, `files
 //! cat`), and the exit code. Every `--json` run is also checked for lines
 //! that are not JSON and for a summary whose counts disagree with its file
-//! lines (see `util::Run::from`).
+//! lines (see `common::dir::Run::from`).
 
-mod util;
+mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use common::dir::{Dir, Run, keys, str_field};
 use serde_json::{Value, json};
-use util::{Dir, Run, keys, str_field};
 
 fn hex(data: &[u8]) -> String {
     blake3::hash(data).to_hex().to_string()
@@ -39,7 +39,7 @@ fn selected(d: &Dir, args: &[&str]) -> Vec<String> {
 
 fn assert_names(what: &str, expected: &[&str], actual: &[String]) {
     let want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
-    util::assert_lines(what, &want, actual, "");
+    common::dir::assert_lines(what, &want, actual, "");
 }
 
 /// Creates a session and returns its JSON.
@@ -166,7 +166,7 @@ fn failed_read_error_for_unreadable_file() {
     d.create("c.txt", "gamma");
     fs::set_permissions(&b, fs::Permissions::from_mode(0o000)).expect("chmod 000");
     let r = d.ingest_src(&[]);
-    if util::can_read(&b) {
+    if common::dir::can_read(&b) {
         eprintln!(
             "failed_read_error_for_unreadable_file: chmod 000 does not stop this user (root?) \
              from reading; only checking that the other files are ingested"
@@ -853,7 +853,7 @@ fn fifo_is_skipped_and_never_opened() {
     d.symlink("pipe", "pipelink");
     d.create("z.txt", "z");
     // Opening the FIFO for reading would block until a writer comes: the
-    // command timeout (util::TIMEOUT) turns a hang into a failure (exit -1).
+    // command timeout (common::dir::TIMEOUT) turns a hang into a failure (exit -1).
     let r = d.ingest_src(&[]);
     r.assert_code(0);
     r.assert_outcomes(&[("a.txt", "ingested"), ("z.txt", "ingested")]);
@@ -924,7 +924,7 @@ fn dry_run_predicts_the_real_run_and_changes_nothing() {
     let fmt = |m: &std::collections::BTreeMap<String, String>| -> Vec<String> {
         m.iter().map(|(k, v)| format!("{k} {v}")).collect()
     };
-    util::assert_lines(
+    common::dir::assert_lines(
         "workspace files after the dry run",
         &fmt(&before),
         &fmt(&after),
@@ -1049,7 +1049,7 @@ fn json_lines_have_the_stable_keys_and_summary_counts_add_up() {
         ("c.txt", "ingested"),
         ("ghost.meta.json", "failed orphan_meta"),
     ]);
-    // Every stdout line is a JSON object (util::Run::from checks that).
+    // Every stdout line is a JSON object (common::dir::Run::from checks that).
     assert_eq!(r.lines.len(), r.stdout.lines().count());
     let file_keys = [
         "blake3",
@@ -1216,7 +1216,7 @@ fn session_list_show_close_report_status_and_counts() {
     got.sort();
     let mut want = vec![format!("{id1} CLOSED"), format!("{id2} CLOSED")];
     want.sort();
-    util::assert_lines("session list", &want, &got, &list.context());
+    common::dir::assert_lines("session list", &want, &got, &list.context());
     for v in &list.lines {
         assert!(v["ingestion_status"]["finished_files"].is_u64(), "{v}");
     }
@@ -1271,7 +1271,7 @@ fn session_show_files_lists_per_file_outcomes() {
         r#"ghost.meta.json "failed" orphan_meta"#,
     ]
     .map(String::from);
-    util::assert_lines("session show --files", &want, &got, "");
+    common::dir::assert_lines("session show --files", &want, &got, "");
 }
 
 // ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@
 //! ```
 
 mod common;
-mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -25,10 +24,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::dir::{Dir, str_field};
 use common::procs::{self, Rng};
 use common::tmp_files;
 use serde_json::Value;
-use util::{Dir, str_field};
 
 /// The default seed of every test here.
 const SEED: u64 = 0x1a7a_6e5e_ed5e_ed01;
@@ -652,7 +651,7 @@ fn assert_same_listing(
             .map(|(n, l)| format!("{n} {} {} v{}", l.size, l.blake3, l.version))
             .collect()
     };
-    util::assert_lines(
+    common::dir::assert_lines(
         &format!("workspace listing ({context})"),
         &show(expected),
         &show(got),

@@ -21,6 +21,7 @@
 
 mod common;
 
+use common::user;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
@@ -35,10 +36,9 @@ use common::tmp_files;
 use intake::store::{BlobStore, Entry, Index, OutcomeRecord, SourceRecord, StoreError};
 use intake::{
     CreateSession, Error, FileReport, Hash, Item, Lifetime, Name, Outcome, Reason, Session,
-    SessionOauthUser, Workspace, WorkspaceBuilder, WriteMode, session::IngestionStatus,
+    Workspace, WorkspaceBuilder, WriteMode, session::IngestionStatus,
     workspace::DEFAULT_INLINE_THRESHOLD,
 };
-use uuid::Uuid;
 
 // ---------------------------------------------------------------------------
 // The fault: which step, which error, which file.
@@ -303,14 +303,6 @@ impl IndexHooks for Fault {
 
 // ---------------------------------------------------------------------------
 // Helpers.
-
-fn user() -> SessionOauthUser {
-    SessionOauthUser {
-        user_id: Uuid::from_u128(0x0192_0000_0000_7000_8000_0000_0000_0002),
-        given_name: "Ada".into(),
-        family_name: "Lovelace".into(),
-    }
-}
 
 fn name(s: &str) -> Name {
     Name::new(s).unwrap()
@@ -781,4 +773,520 @@ fn retryable_failures_are_counted_once_when_the_caller_records_them() {
     );
     assert_eq!(counts(&ws), (3, 1));
     assert!(ws.verify().unwrap().is_sound());
+}
+
+// ---------------------------------------------------------------------------
+// Disk full in the blob store and on the index's commit, with whole batches
+// and a quick-checked file.
+
+mod batches {
+    use std::collections::{BTreeMap, HashSet};
+    use std::fs;
+    use std::io;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use intake::store::{Entry, Index, StoreError};
+    use intake::workspace::DEFAULT_INLINE_THRESHOLD;
+    use intake::{
+        Error, Hash, Item, Lifetime, ManualClock, Outcome, Reason, WorkspaceBuilder, WriteMode,
+    };
+
+    use crate::common::seams::{BlobHooks, HookedBlobs, HookedIndex, IndexHooks};
+    use crate::common::tmp_files;
+    use crate::common::ws::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum BlobFault {
+        /// `writer()` fails for a blob of `MARKER_SIZE` bytes (it sees no content).
+        Writer,
+        /// `write` fails on bytes that contain `MARKER`.
+        Write,
+        /// `finish` fails for a blob whose bytes contained `MARKER`.
+        Finish,
+        /// `sync` fails, whatever it covers.
+        Sync,
+    }
+
+    const MARKER: &[u8] = b"<<disk full here>>";
+    const MARKER_SIZE: u64 = 777;
+
+    /// A marked content of `MARKER_SIZE` bytes.
+    fn marked(fill: u8) -> Vec<u8> {
+        let mut v = MARKER.to_vec();
+        v.resize(MARKER_SIZE as usize, fill);
+        v
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// The blob store's faults: ENOSPC for marked contents while armed.
+    struct BlobFaults {
+        fault: BlobFault,
+        armed: Arc<AtomicBool>,
+        injected: Arc<AtomicU64>,
+    }
+
+    impl BlobFaults {
+        fn fires(&self, fault: BlobFault) -> bool {
+            self.fault == fault && self.armed.load(Ordering::SeqCst)
+        }
+    }
+
+    impl BlobHooks for BlobFaults {
+        /// Whether the writer has been given marked bytes.
+        type Writer = bool;
+
+        fn writer(&self, size_hint: u64) -> Result<bool, StoreError> {
+            if size_hint == MARKER_SIZE && self.fires(BlobFault::Writer) {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                return Err(StoreError::io("creating a blob", enospc()));
+            }
+            Ok(false)
+        }
+        fn write(
+            &self,
+            marked: &mut bool,
+            buf: &[u8],
+            run: impl FnOnce() -> io::Result<usize>,
+        ) -> io::Result<usize> {
+            *marked |= contains(buf, MARKER);
+            if *marked && self.fires(BlobFault::Write) {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                return Err(enospc());
+            }
+            run()
+        }
+        fn finish(
+            &self,
+            marked: bool,
+            _hash: &Hash,
+            run: impl FnOnce() -> Result<(), StoreError>,
+        ) -> Result<(), StoreError> {
+            if marked && self.fires(BlobFault::Finish) {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                // Dropping the inner writer discards the temporary file.
+                return Err(StoreError::io("syncing a blob", enospc()));
+            }
+            run()
+        }
+        fn sync(&self, run: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
+            if self.fires(BlobFault::Sync) {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                return Err(StoreError::io("syncing the blob directories", enospc()));
+            }
+            run()
+        }
+    }
+
+    #[test]
+    fn enospc_in_the_blob_store_fails_only_the_affected_file() {
+        for fault in [BlobFault::Writer, BlobFault::Write, BlobFault::Finish] {
+            let dir = tempfile::tempdir().unwrap();
+            let ws_dir = dir.path().join("ws");
+            let clock = ManualClock::new(t0());
+            let armed = Arc::new(AtomicBool::new(true));
+            let injected = Arc::new(AtomicU64::new(0));
+            let blobs = HookedBlobs::open(
+                &ws_dir,
+                Arc::new(BlobFaults {
+                    fault,
+                    armed: Arc::clone(&armed),
+                    injected: Arc::clone(&injected),
+                }),
+            );
+            let ws = WorkspaceBuilder::new(&ws_dir)
+                .clock(Arc::new(clock.clone()))
+                .inline_threshold(0)
+                .blob_store(Arc::new(blobs))
+                .create()
+                .unwrap();
+            let s = session(&ws, WriteMode::Fail, Lifetime::Forever);
+            let src = dir.path().join("src");
+            fs::create_dir(&src).unwrap();
+            let (bad_bytes, bad_file) = (marked(b'x'), marked(b'y'));
+            fs::write(src.join("bad.bin"), &bad_file).unwrap();
+            fs::write(src.join("good.txt"), b"a good file on disk").unwrap();
+            let items = || {
+                vec![
+                    Item::bytes(name("a.txt"), b"first good file".to_vec()),
+                    Item::bytes(name("bad-bytes.bin"), bad_bytes.clone()),
+                    Item::path(name("good-path.txt"), src.join("good.txt")),
+                    Item::path(name("bad-path.bin"), src.join("bad.bin")),
+                    Item::bytes(name("b.txt"), b"second good file".to_vec()),
+                ]
+            };
+
+            let mut reports = Vec::new();
+            ws.ingest(&s)
+                .parallelism(3)
+                .run(items(), |r| reports.push(r.clone()))
+                .unwrap();
+            let store_error = Some(Reason::StoreError);
+            let want = expect(&[
+                ("a.txt", Outcome::Ingested, None),
+                ("bad-bytes.bin", Outcome::Failed, store_error),
+                ("good-path.txt", Outcome::Ingested, None),
+                ("bad-path.bin", Outcome::Failed, store_error),
+                ("b.txt", Outcome::Ingested, None),
+            ]);
+            assert_lines(&format!("{fault:?}"), &outcomes(&reports), &want);
+            assert_eq!(injected.load(Ordering::SeqCst), 2, "{fault:?}");
+            let msg = reports[1].message.as_deref().unwrap();
+            assert!(msg.contains("No space left on device"), "{fault:?}: {msg}");
+            for n in ["bad-bytes.bin", "bad-path.bin"] {
+                assert_eq!(ws.current(n).unwrap(), None, "{fault:?}");
+                assert!(
+                    matches!(ws.history(n), Err(Error::NameNotFound(_))),
+                    "{fault:?}"
+                );
+            }
+            let good: [(&str, &[u8]); 3] = [
+                ("a.txt", b"first good file"),
+                ("b.txt", b"second good file"),
+                ("good-path.txt", b"a good file on disk"),
+            ];
+            assert_eq!(contents(&ws), contents_of(&good), "{fault:?}");
+            assert_eq!(
+                blob_files(&ws_dir),
+                hex_set(good.iter().map(|(_, c)| *c)),
+                "{fault:?}"
+            );
+            assert_eq!(tmp_files(&ws_dir), Vec::<PathBuf>::new(), "{fault:?}");
+            assert_eq!(ws.verify().unwrap().defects, vec![], "{fault:?}");
+            let good_bytes: u64 = good.iter().map(|(_, c)| c.len() as u64).sum();
+            assert_eq!(
+                ws.session(s.session_id).unwrap().ingestion,
+                status(3, 0, 0, 0, 2, good_bytes),
+                "{fault:?}"
+            );
+
+            // The disk has room again: the same run recovers.
+            armed.store(false, Ordering::SeqCst);
+            let (reports, _) = run(&ws, &s, items());
+            let again = expect(&[
+                ("a.txt", Outcome::Unchanged, None),
+                ("bad-bytes.bin", Outcome::Ingested, None),
+                ("good-path.txt", Outcome::Unchanged, None),
+                ("bad-path.bin", Outcome::Ingested, None),
+                ("b.txt", Outcome::Unchanged, None),
+            ]);
+            assert_lines(
+                &format!("{fault:?}, recovered"),
+                &outcomes(&reports),
+                &again,
+            );
+            let mut all = contents_of(&good);
+            all.insert("bad-bytes.bin".into(), bad_bytes.clone());
+            all.insert("bad-path.bin".into(), bad_file.clone());
+            assert_eq!(contents(&ws), all, "{fault:?}");
+            assert_eq!(ws.verify().unwrap().defects, vec![], "{fault:?}");
+            assert_eq!(
+                ws.session(s.session_id).unwrap().ingestion,
+                status(5, 0, 3, 0, 2, 2 * good_bytes + 2 * MARKER_SIZE),
+                "{fault:?}"
+            );
+            let mut files = want.clone();
+            files.extend(again);
+            assert_lines(
+                "session files",
+                &session_files(&ws, s.session_id),
+                &listed(&files),
+            );
+            assert_eq!(injected.load(Ordering::SeqCst), 2, "{fault:?}");
+        }
+    }
+
+    #[test]
+    fn enospc_on_blob_sync_fails_only_the_files_stored_externally() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws_dir = dir.path().join("ws");
+        let clock = ManualClock::new(t0());
+        let armed = Arc::new(AtomicBool::new(true));
+        let injected = Arc::new(AtomicU64::new(0));
+        let blobs = HookedBlobs::open(
+            &ws_dir,
+            Arc::new(BlobFaults {
+                fault: BlobFault::Sync,
+                armed: Arc::clone(&armed),
+                injected: Arc::clone(&injected),
+            }),
+        );
+        // Up to 16 bytes inline: those files never need the blob store.
+        let ws = WorkspaceBuilder::new(&ws_dir)
+            .clock(Arc::new(clock.clone()))
+            .inline_threshold(16)
+            .blob_store(Arc::new(blobs))
+            .create()
+            .unwrap();
+        let s = session(&ws, WriteMode::Keep, Lifetime::Forever);
+        let src = dir.path().join("big2.bin");
+        let big1 = vec![b'1'; 100];
+        let big2 = vec![b'2'; 200];
+        fs::write(&src, &big2).unwrap();
+        let items = || {
+            vec![
+                Item::bytes(name("tiny1"), b"small one".to_vec()),
+                Item::bytes(name("big1"), big1.clone()),
+                Item::bytes(name("tiny2"), b"small two".to_vec()),
+                Item::path(name("big2"), &src),
+            ]
+        };
+        let (reports, _) = run(&ws, &s, items());
+        let store_error = Some(Reason::StoreError);
+        assert_eq!(
+            outcomes(&reports),
+            expect(&[
+                ("tiny1", Outcome::Ingested, None),
+                ("big1", Outcome::Failed, store_error),
+                ("tiny2", Outcome::Ingested, None),
+                ("big2", Outcome::Failed, store_error),
+            ])
+        );
+        assert!(injected.load(Ordering::SeqCst) >= 1);
+        assert_eq!(ws.current("big1").unwrap(), None);
+        assert_eq!(ws.current("big2").unwrap(), None);
+        assert_eq!(
+            contents(&ws),
+            contents_of(&[("tiny1", b"small one"), ("tiny2", b"small two")])
+        );
+        assert_eq!(ws.verify().unwrap().defects, vec![]);
+        assert_eq!(
+            ws.session(s.session_id).unwrap().ingestion,
+            status(2, 0, 0, 0, 2, 18)
+        );
+
+        armed.store(false, Ordering::SeqCst);
+        let (reports, _) = run(&ws, &s, items());
+        assert_eq!(
+            outcomes(&reports),
+            expect(&[
+                ("tiny1", Outcome::Unchanged, None),
+                ("big1", Outcome::Ingested, None),
+                ("tiny2", Outcome::Unchanged, None),
+                ("big2", Outcome::Ingested, None),
+            ])
+        );
+        assert_eq!(
+            contents(&ws),
+            contents_of(&[
+                ("big1", &big1),
+                ("big2", &big2),
+                ("tiny1", b"small one"),
+                ("tiny2", b"small two"),
+            ])
+        );
+        assert_eq!(ws.verify().unwrap().defects, vec![]);
+        assert_eq!(
+            ws.session(s.session_id).unwrap().ingestion,
+            status(4, 0, 2, 0, 2, 18 + 18 + 300)
+        );
+    }
+
+    /// The SQLite index's faults: failing the commit of any transaction that
+    /// writes a version of a name in `fail_names` or with a content in
+    /// `fail_hashes`.
+    #[derive(Default)]
+    struct CommitFaults {
+        fail_names: Mutex<HashSet<String>>,
+        fail_hashes: Mutex<HashSet<Hash>>,
+        injected: AtomicU64,
+    }
+
+    type FaultyIndex = HookedIndex<CommitFaults>;
+
+    impl IndexHooks for CommitFaults {
+        /// Whether the transaction is doomed to fail its commit.
+        type Txn = bool;
+
+        fn write_version(
+            &self,
+            doomed: &mut bool,
+            entry: &Entry,
+            run: impl FnOnce() -> Result<(), StoreError>,
+        ) -> Result<(), StoreError> {
+            if self.fail_names.lock().unwrap().contains(&entry.name)
+                || self.fail_hashes.lock().unwrap().contains(&entry.hash)
+            {
+                *doomed = true;
+            }
+            run()
+        }
+        fn commit(
+            &self,
+            doomed: bool,
+            run: impl FnOnce() -> Result<(), StoreError>,
+        ) -> Result<(), StoreError> {
+            if doomed {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                // Dropping the inner transaction rolls it back.
+                return Err(StoreError::io("committing", enospc()));
+            }
+            run()
+        }
+    }
+
+    fn failing_index_commit_fails_only_the_affected_files(threshold: u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let ws_dir = dir.path().join("ws");
+        fs::create_dir(&ws_dir).unwrap();
+        let index = Arc::new(FaultyIndex::open(&ws_dir, Arc::default()));
+        *index.hooks.fail_names.lock().unwrap() = ["bad1.txt", "bad2.txt"].map(String::from).into();
+        let clock = ManualClock::new(t0());
+        let ws = WorkspaceBuilder::new(&ws_dir)
+            .clock(Arc::new(clock.clone()))
+            .inline_threshold(threshold)
+            .index(Arc::clone(&index) as Arc<dyn Index>)
+            .create()
+            .unwrap();
+        let s = session(&ws, WriteMode::Overwrite, Lifetime::Forever);
+        let body = |n: &str| format!("contents of {n}, long enough to be external").into_bytes();
+        let names = ["a.txt", "bad1.txt", "b.txt", "c.txt", "bad2.txt", "d.txt"];
+        let items = || -> Vec<Item> {
+            names
+                .iter()
+                .map(|n| Item::bytes(name(n), body(n)))
+                .collect()
+        };
+
+        let mut reports = Vec::new();
+        ws.ingest(&s)
+            .parallelism(2)
+            .run(items(), |r| reports.push(r.clone()))
+            .unwrap();
+        let store_error = Some(Reason::StoreError);
+        let want = expect(&[
+            ("a.txt", Outcome::Ingested, None),
+            ("bad1.txt", Outcome::Failed, store_error),
+            ("b.txt", Outcome::Ingested, None),
+            ("c.txt", Outcome::Ingested, None),
+            ("bad2.txt", Outcome::Failed, store_error),
+            ("d.txt", Outcome::Ingested, None),
+        ]);
+        assert_lines("with a failing commit", &outcomes(&reports), &want);
+        assert!(index.hooks.injected.load(Ordering::SeqCst) >= 2);
+        for n in ["bad1.txt", "bad2.txt"] {
+            assert_eq!(ws.current(n).unwrap(), None);
+            assert!(matches!(ws.history(n), Err(Error::NameNotFound(_))));
+        }
+        let good = ["a.txt", "b.txt", "c.txt", "d.txt"];
+        let good_contents: BTreeMap<String, Vec<u8>> =
+            good.iter().map(|n| (n.to_string(), body(n))).collect();
+        assert_eq!(contents(&ws), good_contents);
+        assert_eq!(ws.verify().unwrap().defects, vec![]);
+        let len = |ns: &[&str]| -> u64 { ns.iter().map(|n| body(n).len() as u64).sum() };
+        let good_bytes = len(&good);
+        assert_eq!(
+            ws.session(s.session_id).unwrap().ingestion,
+            status(4, 0, 0, 0, 2, good_bytes)
+        );
+        assert_lines("session files", &session_files(&ws, s.session_id), &want);
+
+        // The index works again: the same run recovers.
+        index.hooks.fail_names.lock().unwrap().clear();
+        let (reports, _) = run(&ws, &s, items());
+        let again = expect(&[
+            ("a.txt", Outcome::Unchanged, None),
+            ("bad1.txt", Outcome::Ingested, None),
+            ("b.txt", Outcome::Unchanged, None),
+            ("c.txt", Outcome::Unchanged, None),
+            ("bad2.txt", Outcome::Ingested, None),
+            ("d.txt", Outcome::Unchanged, None),
+        ]);
+        assert_lines("recovered", &outcomes(&reports), &again);
+        let all: BTreeMap<String, Vec<u8>> =
+            names.iter().map(|n| (n.to_string(), body(n))).collect();
+        assert_eq!(contents(&ws), all);
+        assert_eq!(ws.verify().unwrap().defects, vec![]);
+        assert_eq!(
+            ws.session(s.session_id).unwrap().ingestion,
+            status(
+                6,
+                0,
+                4,
+                0,
+                2,
+                2 * good_bytes + len(&["bad1.txt", "bad2.txt"])
+            )
+        );
+        if threshold == 0 {
+            assert_eq!(blob_files(&ws_dir), hex_set(all.values().map(|c| &c[..])));
+        }
+    }
+
+    #[test]
+    fn failing_index_commit_fails_only_the_affected_inline_files() {
+        failing_index_commit_fails_only_the_affected_files(DEFAULT_INLINE_THRESHOLD);
+    }
+
+    #[test]
+    fn failing_index_commit_fails_only_the_affected_external_files() {
+        failing_index_commit_fails_only_the_affected_files(0);
+    }
+
+    /// A file the quick check vouched for, whose name another file of the same
+    /// run changed, is written again; if that write fails, the file failed: it
+    /// is not `unchanged`, since the name no longer holds its content.
+    #[test]
+    fn quick_checked_file_whose_write_fails_is_not_reported_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws_dir = dir.path().join("ws");
+        let index = Arc::new(FaultyIndex::open(&ws_dir, Arc::default()));
+        let clock = ManualClock::new(t0());
+        let ws = WorkspaceBuilder::new(&ws_dir)
+            .clock(Arc::new(clock.clone()))
+            .index(Arc::clone(&index) as Arc<dyn Index>)
+            .create()
+            .unwrap();
+        let s = session(&ws, WriteMode::Overwrite, Lifetime::Forever);
+        let src = dir.path().join("doc.txt");
+        fs::write(&src, b"from the file").unwrap();
+        let (r, _) = run(&ws, &s, vec![Item::path(name("doc.txt"), &src)]);
+        assert_eq!(
+            outcomes(&r),
+            expect(&[("doc.txt", Outcome::Ingested, None)])
+        );
+
+        // Any transaction writing the file's content back fails to commit.
+        index
+            .hooks
+            .fail_hashes
+            .lock()
+            .unwrap()
+            .insert(Hash::of(b"from the file"));
+        let (r, _) = run(
+            &ws,
+            &s,
+            vec![
+                Item::bytes(name("doc.txt"), b"from memory".to_vec()),
+                Item::path(name("doc.txt"), &src),
+            ],
+        );
+        assert_eq!(
+            outcomes(&r),
+            expect(&[
+                ("doc.txt", Outcome::Overwritten, None),
+                ("doc.txt", Outcome::Failed, Some(Reason::StoreError)),
+            ])
+        );
+        assert!(index.hooks.injected.load(Ordering::SeqCst) >= 1);
+        assert_eq!(contents(&ws), contents_of(&[("doc.txt", b"from memory")]));
+        assert_eq!(ws.history("doc.txt").unwrap().len(), 2);
+        assert_eq!(ws.verify().unwrap().defects, vec![]);
+        assert_eq!(
+            ws.session(s.session_id).unwrap().ingestion,
+            status(1, 1, 0, 0, 1, 13 + 11)
+        );
+
+        index.hooks.fail_hashes.lock().unwrap().clear();
+        let (r, _) = run(&ws, &s, vec![Item::path(name("doc.txt"), &src)]);
+        assert_eq!(
+            outcomes(&r),
+            expect(&[("doc.txt", Outcome::Overwritten, None)])
+        );
+        assert_eq!(contents(&ws), contents_of(&[("doc.txt", b"from the file")]));
+    }
 }

@@ -21,8 +21,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-mod util;
 
+use common::user;
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -35,16 +35,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use common::dir::{Dir, Run, str_field};
 use common::seams::{HookedIndex, IndexHooks};
 use common::tmp_files;
 use intake::plan::{PlanOptions, Planner};
 use intake::store::{Entry, Index, StoreError};
 use intake::{
-    CreateSession, FileReport, Hash, Item, Lifetime, Name, Session, SessionOauthUser, Workspace,
-    WorkspaceBuilder, WriteMode, name::NameError,
+    CreateSession, FileReport, Hash, Item, Lifetime, Name, Session, Workspace, WorkspaceBuilder,
+    WriteMode, name::NameError,
 };
-use util::{Dir, Run, str_field};
-use uuid::Uuid;
 
 fn hex(data: &[u8]) -> String {
     blake3::hash(data).to_hex().to_string()
@@ -160,7 +159,7 @@ impl Runner {
             c.uid(NOBODY).gid(NOBODY);
         }
         let mut c = assert_cmd::Command::from_std(c);
-        c.timeout(util::TIMEOUT);
+        c.timeout(common::dir::TIMEOUT);
         Run::from(&mut c, args.contains(&"--json"))
     }
 }
@@ -603,14 +602,6 @@ fn unreadable_folder_fails_read_error_and_the_walk_goes_on() {
     ]);
 }
 
-fn user() -> SessionOauthUser {
-    SessionOauthUser {
-        user_id: Uuid::from_u128(7),
-        given_name: "Ada".into(),
-        family_name: "Lovelace".into(),
-    }
-}
-
 fn open_session(ws: &Workspace) -> Session {
     ws.create_session(
         &CreateSession::new(WriteMode::Keep).lifetime(Lifetime::Forever),
@@ -673,7 +664,7 @@ fn file_deleted_between_walk_and_read_fails_read_error() {
         let ws = Workspace::create(d.ws()).unwrap();
         let s = open_session(&ws);
         let reports = run_items(&ws, &s, items, quick);
-        util::assert_lines(
+        common::dir::assert_lines(
             &format!("quick check {quick}"),
             &lines(&[
                 "a.txt: ingested",
@@ -816,7 +807,7 @@ fn file_changing_while_being_read_is_never_stored_torn() {
                 Change::Replace => "moving.txt: ingested",
                 _ => "moving.txt: failed changed_while_reading",
             };
-            util::assert_lines(
+            common::dir::assert_lines(
                 &case,
                 &lines(&["a.txt: ingested", moving, "z.txt: ingested"]),
                 &outcomes(&reports),
@@ -843,7 +834,7 @@ fn file_changing_while_being_read_is_never_stored_torn() {
                 Change::Replace => "moving.txt: kept",
                 _ => "moving.txt: ingested",
             };
-            util::assert_lines(
+            common::dir::assert_lines(
                 &format!("{case}, next run"),
                 &lines(&["a.txt: unchanged", moving, "z.txt: unchanged"]),
                 &outcomes(&reports),
@@ -984,7 +975,7 @@ fn sparse_file_is_ingested_with_its_size_and_hash(len: u64) {
     let f = File::create(d.path("sparse.bin")).unwrap();
     f.set_len(len).unwrap();
     drop(f);
-    // Past util::TIMEOUT for 4 GiB: the blob is written out in full.
+    // Past common::dir::TIMEOUT for 4 GiB: the blob is written out in full.
     let ingest = || {
         let mut c = d.cmd();
         c.timeout(Duration::from_secs(600))

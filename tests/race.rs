@@ -18,7 +18,6 @@
 //! ```
 
 mod common;
-mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -27,9 +26,9 @@ use std::process::{Child, ExitStatus};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::dir::{Dir, str_field};
 use common::procs::{self, Rng};
 use serde_json::Value;
-use util::{Dir, str_field};
 
 /// The default seed of every test here.
 const SEED: u64 = 0x7ace_5eed_0000_0001;
@@ -480,7 +479,7 @@ fn run_race(d: &Dir, racers: &[Racer], names: &[String], context: &str) -> Figur
         let ctx = format!("{context}, racer {k} ({:?})", racer.mode);
         let files = e.files();
         let got: Vec<String> = files.iter().map(|f| str_field(f, "name")).collect();
-        util::assert_lines(&format!("file lines ({ctx})"), names, &got, &e.context());
+        common::dir::assert_lines(&format!("file lines ({ctx})"), names, &got, &e.context());
         let session = str_field(e.summary(), "session_id");
         let mut failed = 0;
         for f in &files {

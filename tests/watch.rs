@@ -8,6 +8,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::user;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,8 +25,8 @@ use intake::watch::{
     WatchConfig, WatchError, WatchEvent, WatchHandle, WatchSession, WatchSummary, Watcher,
 };
 use intake::{
-    CreateSession, FileReport, Lifetime, ManualClock, Outcome, SessionOauthUser, Workspace,
-    WorkspaceBuilder, WriteMode, session::SessionStatus,
+    CreateSession, FileReport, Lifetime, ManualClock, Outcome, Workspace, WorkspaceBuilder,
+    WriteMode, session::SessionStatus,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -88,14 +91,6 @@ impl Inbox {
                 user: user(),
             },
         )
-    }
-}
-
-fn user() -> SessionOauthUser {
-    SessionOauthUser {
-        user_id: uuid::Uuid::nil(),
-        given_name: "Watch".into(),
-        family_name: "Test".into(),
     }
 }
 

@@ -119,13 +119,12 @@ pub trait IndexHooks: Send + Sync {
 
 /// The SQLite index, with `hooks` on the steps of [`IndexHooks`].
 pub struct HookedIndex<H> {
-    inner: SqliteIndex,
+    inner: Arc<dyn Index>,
     pub hooks: Arc<H>,
 }
 
 impl<H: IndexHooks> HookedIndex<H> {
-    /// Creates (or opens) the index of the workspace folder `ws_dir`,
-    /// creating the folder first.
+    /// The SQLite index of the workspace folder `ws_dir`, hooked.
     pub fn open(ws_dir: &Path, hooks: Arc<H>) -> HookedIndex<H> {
         fs::create_dir_all(ws_dir).expect("creating the workspace folder");
         let opts = SqliteOptions {
@@ -134,11 +133,15 @@ impl<H: IndexHooks> HookedIndex<H> {
         };
         let inner = SqliteIndex::open(&ws_dir.join(intake::workspace::INDEX_FILE), &opts)
             .expect("opening the index");
+        HookedIndex::wrap(Arc::new(inner), hooks)
+    }
+
+    /// Any index, hooked.
+    pub fn wrap(inner: Arc<dyn Index>, hooks: Arc<H>) -> HookedIndex<H> {
         HookedIndex { inner, hooks }
     }
 }
 
-/// A write transaction of a [`HookedIndex`].
 struct HookedTxn<'a, H: IndexHooks> {
     inner: Box<dyn WriteTxn + 'a>,
     hooks: &'a H,
