@@ -36,7 +36,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
-use intake::{Counts, CreateSession, Item, Name, SessionOauthUser, Workspace, WriteMode};
+use intake::outcome::Counts;
+use intake::{CreateSession, Item, Name, SessionOauthUser, Workspace, WriteMode};
 use support::median_ns;
 use tempfile::TempDir;
 

@@ -61,14 +61,13 @@ pub use {chrono, uuid};
 
 pub use chrono::{DateTime, Utc};
 pub use clock::{Clock, ManualClock};
-pub use engine::RetryPolicy;
 pub use error::{Error, Result};
 pub use hash::Hash;
 pub use ingest::{IngestRun, Summary};
-pub use item::{Item, Source};
+pub use item::Item;
 pub use meta::Meta;
 pub use name::Name;
-pub use outcome::{Counts, FileReport, Outcome, Reason};
+pub use outcome::{FileReport, Outcome, Reason};
 pub use session::{CreateSession, Lifetime, Session, SessionOauthUser, SessionRecord, WriteMode};
 pub use uuid::Uuid;
 pub use workspace::{Workspace, WorkspaceBuilder};

@@ -12,7 +12,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
-use crate::engine::{Engine, RetryPolicy};
+use crate::engine::Engine;
+pub use crate::engine::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::ingest::IngestRun;

@@ -36,7 +36,7 @@ use intake::store::{
 };
 use intake::{
     CreateSession, FileReport, Hash, Item, Lifetime, ManualClock, Meta, Name, Outcome, Reason,
-    RetryPolicy, Session, Workspace, WorkspaceBuilder, WriteMode,
+    Session, Workspace, WorkspaceBuilder, WriteMode, workspace::RetryPolicy,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

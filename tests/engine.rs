@@ -23,8 +23,8 @@ use common::tmp_files;
 use common::ws::*;
 use intake::store::{Entry, OutcomeRecord};
 use intake::{
-    Clock, Counts, Error, Hash, Item, Lifetime, ManualClock, Meta, Outcome, Reason, Session,
-    Workspace, WorkspaceBuilder, WriteMode, session::IngestionStatus, session::SessionStatus,
+    Clock, Error, Hash, Item, Lifetime, ManualClock, Meta, Outcome, Reason, Session, Workspace,
+    WorkspaceBuilder, WriteMode, outcome::Counts, session::IngestionStatus, session::SessionStatus,
     workspace::DEFAULT_INLINE_THRESHOLD, workspace::GcReport,
 };
 use proptest::prelude::*;

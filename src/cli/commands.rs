@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use intake::plan::{PlanEvent, Planner};
-use intake::{Outcome, SessionRecord, Workspace, session::format_ts};
+use intake::{SessionRecord, Workspace, session::format_ts};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -122,7 +122,7 @@ fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
     let mut printer = Printer::new(cli, a.dry_run);
     let mut bytes = 0u64;
     let summary = run.run(items, |r| {
-        if !matches!(r.outcome, Outcome::Failed | Outcome::Refused) {
+        if r.outcome.is_finished() {
             bytes += r.size.unwrap_or(0);
         }
         printer.file(r, bytes);

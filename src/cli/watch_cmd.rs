@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use intake::plan::Planner;
 use intake::watch::{WatchConfig, WatchError, WatchEvent, WatchSession, Watcher};
-use intake::{FileReport, Outcome, Workspace, WriteMode};
+use intake::{FileReport, Workspace, WriteMode};
 use serde::Deserialize;
 
 use super::Exit;
@@ -410,8 +410,9 @@ fn file(o: &Opts, r: &FileReport) {
             }
         };
     }
-    match r.outcome {
-        Outcome::Failed | Outcome::Refused => log!(warn),
-        _ => log!(info),
+    if r.outcome.is_finished() {
+        log!(info)
+    } else {
+        log!(warn)
     }
 }

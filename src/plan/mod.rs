@@ -1,6 +1,6 @@
 //! Planning a run over folders (SPEC §2, §5, §6): walk each source in order,
 //! select files, name them, pair their metadata sidecars, and stream the
-//! result into [`crate::IngestRun::run`] as [`Item`]s.
+//! result into [`crate::IngestRun::run`] as [`crate::Item`]s.
 //!
 //! The walk is intake's own rather than a generic directory walker's because
 //! pairing `X.meta.json` with `X` needs a directory's whole sorted listing

@@ -189,7 +189,7 @@ impl Committer {
                 }
                 // Worth another try later: the file was being changed, or
                 // the workspace failed (busy, full, changed under the read).
-                (Outcome::Failed, Some(Reason::ChangedWhileReading | Reason::StoreError)) => {
+                (Outcome::Failed, Some(reason)) if reason.is_retryable() => {
                     let n = attempts.entry(path.clone()).or_insert(0);
                     *n += 1;
                     let attempt = *n;

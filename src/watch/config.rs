@@ -117,7 +117,7 @@ impl WatchConfig {
         self
     }
 
-    /// Capacity of the [`WatchHandle::events`] channel (default 1024).
+    /// Capacity of the [`crate::watch::WatchHandle::events`] channel (default 1024).
     /// The watcher waits for the reader when it is full: read it.
     pub fn event_capacity(mut self, n: usize) -> Self {
         self.event_capacity = n.max(1);

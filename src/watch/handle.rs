@@ -44,8 +44,8 @@ impl std::fmt::Debug for StopHandle {
 #[derive(Debug)]
 pub struct Watcher;
 
-/// A running watcher. Read [`WatchHandle::events`]; end it with
-/// [`WatchHandle::stop`]. Dropping it stops it too, and waits.
+/// A running watcher. Read [`crate::watch::WatchHandle::events`]; end it with
+/// [`crate::watch::WatchHandle::stop`]. Dropping it stops it too, and waits.
 pub struct WatchHandle {
     events: Receiver<WatchEvent>,
     shared: Arc<Shared>,
@@ -68,7 +68,7 @@ impl Watcher {
     /// overlap, the session is not open, or the file-watching backend cannot
     /// start. Errors found later (the watch limit reached on a new folder, a
     /// root removed) stop the watcher and come out of
-    /// [`WatchHandle::stop`].
+    /// [`crate::watch::WatchHandle::stop`].
     pub fn start(ws: Workspace, config: WatchConfig) -> Result<WatchHandle, WatchError> {
         let roots = check_roots(&config.plan.roots, ws.dir())?;
         let mut plan = config.plan.clone();
@@ -292,7 +292,7 @@ impl WatchHandle {
     /// session the watcher opened, and returns the totals, or the error
     /// that stopped the watcher. Events not read yet are dropped: to see
     /// every outcome, call [`StopHandle::stop`] and read
-    /// [`WatchHandle::events`] until it disconnects, then call this.
+    /// [`crate::watch::WatchHandle::events`] until it disconnects, then call this.
     pub fn stop(mut self) -> Result<WatchSummary, WatchError> {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.join()
