@@ -317,17 +317,9 @@ impl Committer<'_> {
                 txn.write(&writes)?;
             }
             txn.commit()?;
-            for (p, r) in batch.iter().zip(out.iter()) {
-                if let State::Read {
-                    source: Some(src), ..
-                } = &p.state
-                    && matches!(
-                        r.outcome,
-                        Outcome::Ingested | Outcome::Overwritten | Outcome::Unchanged
-                    )
-                {
-                    self.quick.update(src);
-                }
+            // The quick check's cache learns exactly what the index did.
+            for src in &writes.sources {
+                self.quick.update(src);
             }
             return Ok(());
         }

@@ -125,7 +125,9 @@ impl Reader<'_> {
         }
         let size = before.len();
         let mtime = mtime_ns(&before);
-        let need_blob = self.mode == WriteMode::Overwrite
+        // Whether the content may be needed: if not even when the name
+        // exists, whether it exists now.
+        let need_blob = needs_content(self.mode, true)
             || match self.engine.index.current(name.as_str()) {
                 Ok(e) => needs_content(self.mode, e.is_some()),
                 Err(e) => return store_failed(e),
