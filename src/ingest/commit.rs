@@ -333,9 +333,12 @@ impl Committer<'_> {
         txn: &mut dyn WriteTxn,
         batch: &'b [Prepared],
     ) -> Result<Current<'b>, StoreError> {
+        // The names read in this batch, which a quick-checked file of the
+        // same name must see written; only built if there is such a file.
+        let any_quick = batch.iter().any(|p| matches!(p.state, State::Quick { .. }));
         let read: HashSet<&str> = batch
             .iter()
-            .filter(|p| matches!(p.state, State::Read { .. }))
+            .filter(|p| any_quick && matches!(p.state, State::Read { .. }))
             .map(|p| p.name.as_str())
             .collect();
         let mut names: Vec<&str> = batch
@@ -403,8 +406,8 @@ impl Committer<'_> {
                 }));
             }
         };
-        let existing = lookup(txn, current, name)?.cloned();
-        let decision = decide(s.write_mode, existing.as_ref().map(Entry::identity), new);
+        let existing = lookup(txn, current, name)?;
+        let decision = decide(s.write_mode, existing.map(Entry::identity), new);
         if decision.writes() {
             let hash = *new.hash;
             match blob {
@@ -431,6 +434,8 @@ impl Committer<'_> {
                     }
                 }
             }
+            // What the name held moves into history: taken, not copied.
+            let existing = current.remove(name).flatten();
             let entry = Entry {
                 name: name.to_owned(),
                 hash,
