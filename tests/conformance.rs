@@ -29,6 +29,7 @@ use std::time::Duration as StdDuration;
 
 use common::seams::{HookedIndex, IndexHooks};
 use common::user;
+use common::ws::MoveClockAfter;
 use intake::chrono::{DateTime, Duration, Utc};
 use intake::store::{
     BlobStore, Entry, FsBlobStore, Index, SqliteIndex, SqliteOptions, StoreError, StoreErrorKind,
@@ -444,27 +445,6 @@ fn race<B: Backend>(mode: WriteMode) {
 // ---------------------------------------------------------------------------
 // 3. Expiry in the middle of a run
 // ---------------------------------------------------------------------------
-
-/// Yields `inner`'s items, moving `clock` to `to` before item `after`.
-struct MoveClockAfter<I> {
-    inner: I,
-    yielded: usize,
-    after: usize,
-    clock: ManualClock,
-    to: DateTime<Utc>,
-}
-
-impl<I: Iterator> Iterator for MoveClockAfter<I> {
-    type Item = I::Item;
-    fn next(&mut self) -> Option<I::Item> {
-        if self.yielded == self.after {
-            self.clock.set(self.to);
-        }
-        let x = self.inner.next()?;
-        self.yielded += 1;
-        Some(x)
-    }
-}
 
 fn expiry_mid_stream<B: Backend>() {
     let Some(b) = B::fresh() else { return };

@@ -792,28 +792,6 @@ fn two_handles_racing_fail_sessions_ingest_each_name_once() {
 // 3. Expiry and closing
 // ---------------------------------------------------------------------------
 
-/// Yields `inner`, moving `clock` to `to` just before it yields item number
-/// `after` (0-based): the pull that admits that item sees the new time.
-struct MoveClockAfter<I> {
-    inner: I,
-    yielded: usize,
-    after: usize,
-    clock: ManualClock,
-    to: DateTime<Utc>,
-}
-
-impl<I: Iterator> Iterator for MoveClockAfter<I> {
-    type Item = I::Item;
-    fn next(&mut self) -> Option<I::Item> {
-        if self.yielded == self.after {
-            self.clock.set(self.to);
-        }
-        let x = self.inner.next()?;
-        self.yielded += 1;
-        Some(x)
-    }
-}
-
 #[test]
 fn session_expiring_mid_stream_refuses_the_rest() {
     let dir = tempfile::tempdir().unwrap();

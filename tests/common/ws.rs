@@ -203,3 +203,25 @@ pub fn listed(v: &[(String, Outcome, Option<Reason>)]) -> Vec<(String, Outcome, 
 pub fn enospc() -> io::Error {
     io::Error::from_raw_os_error(libc::ENOSPC)
 }
+
+/// Yields `inner`, moving `clock` to `to` just before it yields item number
+/// `after` (0-based): the pull that admits that item sees the new time.
+pub struct MoveClockAfter<I> {
+    pub inner: I,
+    pub yielded: usize,
+    pub after: usize,
+    pub clock: ManualClock,
+    pub to: DateTime<Utc>,
+}
+
+impl<I: Iterator> Iterator for MoveClockAfter<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        if self.yielded == self.after {
+            self.clock.set(self.to);
+        }
+        let x = self.inner.next()?;
+        self.yielded += 1;
+        Some(x)
+    }
+}
