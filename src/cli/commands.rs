@@ -71,15 +71,19 @@ fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
     )?;
     Planner::new(plan_options(&a.paths, &a.select, &dir))?;
     let mut _scratch = None;
-    let ws = if a.dry_run && !dir.join(intake::workspace::INDEX_FILE).is_file() {
-        // A dry run must not create the workspace: decide against an empty
-        // scratch one instead.
-        let scratch = Scratch::new()?;
-        let ws = Workspace::create(scratch.0.join("ws"))?;
-        _scratch = Some(scratch);
-        ws
-    } else if a.dry_run {
-        Workspace::open(&dir)?
+    let ws = if a.dry_run {
+        // A dry run must not create the workspace: if the index says there
+        // is none, decide against an empty scratch one instead.
+        match Workspace::open(&dir) {
+            Ok(ws) => ws,
+            Err(intake::Error::NotAWorkspace(_)) => {
+                let scratch = Scratch::new()?;
+                let ws = Workspace::create(scratch.0.join("ws"))?;
+                _scratch = Some(scratch);
+                ws
+            }
+            Err(e) => return Err(e.into()),
+        }
     } else {
         Workspace::create(&dir)?
     };
