@@ -1447,17 +1447,31 @@ fn file_given_directly_is_named_by_its_basename() {
     r.assert_outcomes(&[("dir/f.txt", "ingested"), ("g.txt", "unchanged")]);
 }
 
+/// A source that does not exist is a usage error: exit 2, the first such
+/// path named, nothing created (no workspace, no session), nothing ingested.
 #[test]
-fn missing_path_argument_fails_read_error() {
+fn missing_path_argument_is_a_usage_error_and_creates_nothing() {
     let d = Dir::new();
     d.create("a.txt", "alpha");
-    let r = d.ingest(&["src/a.txt", "src/nope.txt", "src/no-dir"]);
-    r.assert_code(1);
-    r.assert_outcomes(&[
-        ("a.txt", "ingested"),
-        ("nope.txt", "failed read_error"),
-        ("no-dir", "failed read_error"),
-    ]);
+    for (args, missing) in [
+        (
+            &["src/a.txt", "src/nope.txt", "src/no-dir"][..],
+            "src/nope.txt",
+        ),
+        (&["--dry-run", "src/no-dir"], "src/no-dir"),
+    ] {
+        let r = d.ingest(args);
+        r.assert_code(2);
+        assert!(r.files.is_empty(), "{}", r.context());
+        assert_eq!(
+            r.stderr,
+            format!("intake: error: {missing}: no such file or folder; check the path\n")
+        );
+        assert!(!d.ws().exists(), "the workspace was created{}", r.context());
+    }
+    // Once every source is there, the run goes ahead.
+    let r = d.ingest(&["src/a.txt"]);
+    r.assert_code(0);
     d.assert_workspace(&[("a.txt", "alpha")]);
 }
 
@@ -1605,4 +1619,52 @@ fn sigint_finishes_files_in_flight_closes_the_session_and_exits_130() {
     r.assert_code(0);
     assert_eq!(r.summary()["counts"]["unchanged"], files.len());
     assert_eq!(r.summary()["counts"]["ingested"], N - files.len());
+}
+
+/// Log lines on a terminal are coloured, unless `NO_COLOR` is set to
+/// anything but the empty string (no-color.org). `script` (util-linux)
+/// gives the command a terminal; the warning comes from a config file that
+/// does not parse.
+#[test]
+fn no_color_turns_off_colour_on_a_terminal() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no `script` (util-linux) to give intake a terminal");
+        return;
+    }
+    let d = Dir::new();
+    let config = d.root().join("config/intake");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(config.join("config.toml"), "user = [").unwrap();
+    let run = |no_color: Option<&str>| -> String {
+        let command = format!(
+            "{} --workspace {} session create",
+            env!("CARGO_BIN_EXE_intake"),
+            d.ws().display()
+        );
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &command, "/dev/null"])
+            .current_dir(d.root())
+            .env("XDG_CONFIG_HOME", d.root().join("config"))
+            .env_remove("INTAKE_USER")
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = run(None);
+    assert!(coloured.contains("ignoring"), "{coloured:?}");
+    assert!(coloured.contains("\x1b["), "{coloured:?}");
+    let plain = run(Some("1"));
+    assert!(plain.contains("ignoring"), "{plain:?}");
+    assert!(!plain.contains("\x1b["), "{plain:?}");
+    // Set but empty: as if unset.
+    assert!(run(Some("")).contains("\x1b["));
 }

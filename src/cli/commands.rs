@@ -70,6 +70,18 @@ fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
         a.session.no_expiry,
     )?;
     Planner::new(plan_options(&a.paths, &a.select, &dir))?;
+    // A source that is not there is a mistake in the command, not a file
+    // that failed: nothing is created for it.
+    for path in &a.paths {
+        if let Err(e) = std::fs::metadata(path)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            bail!(
+                "{}: no such file or folder; check the path",
+                printable(&path.to_string_lossy())
+            );
+        }
+    }
     let mut _scratch = None;
     let ws = if a.dry_run {
         // A dry run must not create the workspace: if the index says there

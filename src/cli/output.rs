@@ -25,13 +25,20 @@ pub fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colour(std::io::stderr().is_terminal()))
         .with_target(false);
     let _ = if json_logs {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// Whether log lines on stderr may be coloured: only on a terminal, and
+/// not when `NO_COLOR` is set to anything but the empty string
+/// (no-color.org).
+pub fn colour(on_terminal: bool) -> bool {
+    on_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Prints each file's report as it comes.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::Exit;
 use super::args::{Cli, LogFormat, SelectArgs, WatchArgs};
 use super::config::{create_request, parse_id, plan_options};
-use super::output::{printable, println_locked};
+use super::output::{colour, printable, println_locked};
 use super::signals::Signals;
 use super::user::creator;
 
@@ -251,7 +251,7 @@ fn subscriber(o: &Opts) -> tracing::Dispatch {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colour(std::io::stderr().is_terminal()))
         .with_target(false);
     if o.json_logs {
         tracing::Dispatch::new(builder.json().finish())
