@@ -539,8 +539,9 @@ fn symlink_out_of_the_source_is_followed_only_with_follow_links() {
     r.assert_outcomes(&[("a.txt", "ingested")]);
     assert_eq!(r.skipped.len(), 2, "{}", r.context());
     for s in &r.skipped {
+        assert_eq!(str_field(s, "reason"), "symlink", "{s}");
         assert!(
-            str_field(s, "reason").contains("symbolic link not followed"),
+            str_field(s, "message").contains("symbolic link not followed"),
             "{s}"
         );
     }
@@ -923,7 +924,8 @@ fn unix_socket_is_skipped_and_never_opened() {
             .iter()
             .find(|s| str_field(s, "source").ends_with("/sock"))
             .unwrap_or_else(|| panic!("the socket is not reported skipped{}", r.context()));
-        assert!(str_field(sock, "reason").contains("a socket"), "{sock}");
+        assert_eq!(str_field(sock, "reason"), "special_file", "{sock}");
+        assert!(str_field(sock, "message").contains("a socket"), "{sock}");
     }
     let r = d.ingest(&["src/sock", "src/a.txt"]);
     r.assert_code(0);
@@ -1077,7 +1079,8 @@ fn source_equal_to_the_workspace_through_a_symlink_ingests_nothing_of_it() {
         ("c.txt", "ingested"),
     ]);
     assert_eq!(r.skipped.len(), 1, "{}", r.context());
-    assert!(str_field(&r.skipped[0], "reason").contains("workspace"));
+    assert_eq!(str_field(&r.skipped[0], "reason"), "workspace");
+    assert_eq!(str_field(&r.skipped[0], "message"), "it is the workspace");
     // Workspace given through the link, source the real folder.
     let r = Run::from(
         d.bare_cmd()

@@ -71,9 +71,10 @@ fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
     )?;
     Planner::new(plan_options(&a.paths, &a.select, &dir))?;
     // A source that is not there is a mistake in the command, not a file
-    // that failed: nothing is created for it.
+    // that failed: nothing is created for it. (A dangling link is there; it
+    // fails as a file.)
     for path in &a.paths {
-        if let Err(e) = std::fs::metadata(path)
+        if let Err(e) = std::fs::symlink_metadata(path)
             && e.kind() == std::io::ErrorKind::NotFound
         {
             bail!(
@@ -106,10 +107,16 @@ fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
     let json = cli.json;
     let items = planner.filter_map(move |ev| match ev {
         PlanEvent::Item(i) => Some(i),
-        PlanEvent::Skipped { path, why } => {
+        PlanEvent::Skipped { path, reason, why } => {
             if json {
                 println_locked(
-                    &json!({"type": "skipped", "source": path, "reason": why}).to_string(),
+                    &json!({
+                        "type": "skipped",
+                        "source": path,
+                        "reason": reason.as_str(),
+                        "message": why,
+                    })
+                    .to_string(),
                 );
             } else if !quiet {
                 let line = format!("skipped     {}: {why}", path.display());

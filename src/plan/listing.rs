@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use super::options::{PlanEvent, SkipReason};
 use crate::item::mtime_ns;
 use crate::meta::{MAX_SIDECAR_BYTES, Meta, MetaError, SIDECAR_SUFFIX};
 
@@ -111,6 +112,24 @@ pub(crate) fn special_kind(ty: &FileType) -> &'static str {
         "a character device"
     } else {
         "not a regular file"
+    }
+}
+
+/// The event of a symbolic link left unfollowed.
+pub(crate) fn skipped_link(path: PathBuf) -> PlanEvent {
+    PlanEvent::Skipped {
+        path,
+        reason: SkipReason::Symlink,
+        why: "symbolic link not followed (use --follow-links)".into(),
+    }
+}
+
+/// The event of a path in a folder that is neither a file nor a folder.
+pub(crate) fn skipped_special(path: PathBuf, ty: &FileType) -> PlanEvent {
+    PlanEvent::Skipped {
+        path,
+        reason: SkipReason::SpecialFile,
+        why: format!("{}; only regular files are ingested", special_kind(ty)),
     }
 }
 

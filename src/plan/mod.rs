@@ -46,7 +46,7 @@ mod walk;
 use std::path::{Path, PathBuf};
 
 pub use filter::is_temporary;
-pub use options::{PlanError, PlanEvent, PlanOptions};
+pub use options::{PlanError, PlanEvent, PlanOptions, SkipReason};
 
 use filter::{Selection, absolute};
 use walk::Walk;

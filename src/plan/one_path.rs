@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::filter::{Selection, normal_components};
-use super::listing::{follow_error, special_kind};
+use super::listing::{follow_error, skipped_link, skipped_special};
 use super::options::PlanEvent;
 use crate::meta::{sidecar_name, sidecar_of};
 use crate::outcome::Reason;
@@ -104,10 +104,7 @@ fn plan_file(sel: &Selection, root: &Path, path: &Path) -> Option<PlanEvent> {
             return None;
         }
         if !sel.opts.follow_links {
-            return Some(PlanEvent::Skipped {
-                path: path.to_path_buf(),
-                why: "symbolic link not followed (use --follow-links)".into(),
-            });
+            return Some(skipped_link(path.to_path_buf()));
         }
         match fs::metadata(path) {
             Ok(m) => ty = m.file_type(),
@@ -126,10 +123,7 @@ fn plan_file(sel: &Selection, root: &Path, path: &Path) -> Option<PlanEvent> {
         return None;
     }
     if !ty.is_file() {
-        return Some(PlanEvent::Skipped {
-            path: path.to_path_buf(),
-            why: format!("{}; only regular files are ingested", special_kind(&ty)),
-        });
+        return Some(skipped_special(path.to_path_buf(), &ty));
     }
     if !sel.within_depth(depth) {
         return None;

@@ -74,6 +74,35 @@ pub enum PlanError {
     },
 }
 
+/// Why a path was left out, as a stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// A symbolic link, not followed (without `follow_links`).
+    Symlink,
+    /// Neither a regular file nor a folder: a FIFO, a socket, a device.
+    SpecialFile,
+    /// The workspace itself, met in a source.
+    Workspace,
+}
+
+impl SkipReason {
+    /// The stable wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Symlink => "symlink",
+            SkipReason::SpecialFile => "special_file",
+            SkipReason::Workspace => "workspace",
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One step of a plan.
 #[derive(Debug)]
 pub enum PlanEvent {
@@ -84,7 +113,9 @@ pub enum PlanEvent {
     Skipped {
         /// The path.
         path: PathBuf,
-        /// Why.
+        /// Why, as a stable code.
+        reason: SkipReason,
+        /// Why, for people.
         why: String,
     },
 }

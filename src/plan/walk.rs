@@ -9,8 +9,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::filter::Selection;
-use super::listing::{Ent, Frame, follow_error, read_sorted, special_kind};
-use super::options::PlanEvent;
+use super::listing::{
+    Ent, Frame, follow_error, read_sorted, skipped_link, skipped_special, special_kind,
+};
+use super::options::{PlanEvent, SkipReason};
 use super::prefetch::Prefetch;
 use crate::meta::{sidecar_name, sidecar_of};
 use crate::outcome::Reason;
@@ -74,6 +76,7 @@ impl Walk {
             if sel.skips_id((meta.dev(), meta.ino())) {
                 self.queued.push_back(PlanEvent::Skipped {
                     path: root,
+                    reason: SkipReason::Workspace,
                     why: "it is the workspace".into(),
                 });
                 return;
@@ -90,6 +93,7 @@ impl Walk {
         if !meta.is_file() {
             self.queued.push_back(PlanEvent::Skipped {
                 path: root,
+                reason: SkipReason::SpecialFile,
                 why: special_kind(&meta.file_type()).into(),
             });
             return;
@@ -180,10 +184,7 @@ impl Walk {
         let mut ty = ent.ty;
         if ty.is_symlink() {
             if !sel.opts.follow_links {
-                return Some(PlanEvent::Skipped {
-                    path,
-                    why: "symbolic link not followed (use --follow-links)".into(),
-                });
+                return Some(skipped_link(path));
             }
             match fs::metadata(&path) {
                 Ok(m) => ty = m.file_type(),
@@ -241,10 +242,7 @@ impl Walk {
             if !sel.selected(&rel, &file_name) {
                 return None;
             }
-            return Some(PlanEvent::Skipped {
-                path,
-                why: format!("{}; only regular files are ingested", special_kind(&ty)),
-            });
+            return Some(skipped_special(path, &ty));
         }
         // What the listing called a file and is not one (changed since).
         regular_file(sel, frame, ent)

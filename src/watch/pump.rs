@@ -174,7 +174,7 @@ impl Pump {
                         self.tracker.make_ready(&s);
                     }
                 }
-                Some(PlanEvent::Skipped { path: p, why }) => {
+                Some(PlanEvent::Skipped { path: p, why, .. }) => {
                     tracing::info!(path = %p.display(), "skipped {}: {why}", p.display());
                     self.tracker.forget(&path);
                 }
