@@ -1668,3 +1668,38 @@ fn no_color_turns_off_colour_on_a_terminal() {
     // Set but empty: as if unset.
     assert!(run(Some("")).contains("\x1b["));
 }
+
+/// Shell completions and the manual page come from the same definitions
+/// as the parser: every command is in them, and no workspace is needed.
+#[test]
+fn completions_and_man_page_name_every_command() {
+    let d = Dir::new();
+    let commands = [
+        "init", "ingest", "watch", "session", "files", "verify", "gc",
+    ];
+    for (shell, marker) in [
+        ("bash", "complete -F _intake"),
+        ("zsh", "#compdef intake"),
+        ("fish", "complete -c intake"),
+    ] {
+        let r = Run::from(d.bare_cmd().args(["completions", shell]), false);
+        r.assert_code(0);
+        assert!(r.stdout.contains(marker), "{shell}{}", r.context());
+        for c in commands {
+            assert!(r.stdout.contains(c), "{shell}: {c}{}", r.context());
+        }
+        assert!(!d.ws().exists());
+    }
+    let r = Run::from(d.bare_cmd().arg("man"), false);
+    r.assert_code(0);
+    assert!(r.stdout.contains(".TH intake 1"), "{}", r.context());
+    for c in commands {
+        assert!(
+            r.stdout.contains(&format!("intake\\-{c}")),
+            "{c}{}",
+            r.context()
+        );
+    }
+    let r = Run::from(d.bare_cmd().args(["completions", "nosh"]), false);
+    r.assert_code(2);
+}

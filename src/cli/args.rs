@@ -63,6 +63,13 @@ pub enum Command {
         #[arg(long, default_value = "1h", value_name = "DURATION")]
         grace: String,
     },
+    /// Print a shell completion script (see the README's install step).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), generated from these definitions.
+    Man,
 }
 
 /// Which files to take and how to name them.

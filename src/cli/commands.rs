@@ -27,6 +27,34 @@ pub fn dispatch(cli: &Cli) -> Result<Exit> {
         Command::Files(c) => files(cli, c),
         Command::Verify => verify(cli),
         Command::Gc { retention, grace } => gc(cli, retention, grace),
+        Command::Completions { shell } => {
+            // Generated into memory first: writing to a closed pipe must
+            // end the command, not panic inside the generator.
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "intake", &mut script);
+            print_bytes(&script)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .context("rendering the manual page")?;
+            print_bytes(&page)
+        }
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is not an
+/// error.
+fn print_bytes(bytes: &[u8]) -> Result<Exit> {
+    let mut out = io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to standard output"))
+        }
+        _ => Ok(Exit::Ok),
     }
 }
 
