@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::outcome::FileReport;
+use crate::outcome::Counts;
 use crate::store::{BlobStore, Index, OutcomeRecord, StoreError, StoreErrorKind, Writes};
 
 /// How the engine retries the store.
@@ -104,14 +104,19 @@ impl Engine {
         }
     }
 
-    /// Records one file's outcome in its session (its row and counters), in
-    /// a transaction of its own that need not be durable.
-    pub(crate) fn record_outcome(&self, report: &FileReport) -> Result<(), StoreError> {
-        let rec = OutcomeRecord::of(report);
+    /// Records one file's outcome in its session, in a transaction of its
+    /// own that need not be durable: `counts` into its counters, and `rec`
+    /// into its file list if `list`.
+    pub(crate) fn record_outcome(
+        &self,
+        rec: OutcomeRecord,
+        counts: Counts,
+        list: bool,
+    ) -> Result<(), StoreError> {
         let writes = Writes {
             at: self.now(),
-            counts: vec![(report.session_id, crate::outcome::Counts::of(report))],
-            outcomes: vec![rec],
+            counts: vec![(rec.session_id, counts)],
+            outcomes: if list { vec![rec] } else { Vec::new() },
             ..Writes::default()
         };
         self.retry.run(|| {

@@ -17,7 +17,7 @@ pub use crate::engine::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::ingest::IngestRun;
-use crate::outcome::{FileReport, Outcome};
+use crate::outcome::{Counts, FileReport, Outcome};
 use crate::session::{CreateSession, Session, SessionOauthUser, SessionRecord};
 use crate::store::{
     BlobStore, Entry, FsBlobStore, Index, OutcomeRecord, ReadTxn, SqliteIndex, SqliteOptions,
@@ -377,7 +377,9 @@ impl Workspace {
         if report.outcome == Outcome::Refused {
             return Ok(());
         }
-        self.engine.record_outcome(report).map_err(|e| self.err(e))
+        self.engine
+            .record_outcome(OutcomeRecord::of(report), Counts::of(report), true)
+            .map_err(|e| self.err(e))
     }
 
     /// Starts configuring an ingest run in `session`.

@@ -29,7 +29,7 @@ use std::time::Duration as StdDuration;
 
 use common::seams::{HookedIndex, IndexHooks};
 use common::user;
-use common::ws::MoveClockAfter;
+use common::ws::{MoveClockAfter, names};
 use intake::chrono::{DateTime, Duration, Utc};
 use intake::store::{
     BlobStore, Entry, FsBlobStore, Index, SqliteIndex, SqliteOptions, StoreError, StoreErrorKind,
@@ -151,13 +151,7 @@ fn read_all(ws: &Workspace, name: &str) -> Vec<u8> {
 type Versions = BTreeMap<String, Vec<(u64, Hash, Option<String>)>>;
 
 fn versions(ws: &Workspace) -> Versions {
-    let mut names = Vec::new();
-    ws.list(None, |e: Entry| {
-        names.push(e.name);
-        true
-    })
-    .unwrap();
-    names
+    names(ws)
         .into_iter()
         .map(|n| {
             let h = ws.history(&n).unwrap();

@@ -240,21 +240,11 @@ impl Committer<'_> {
             ),
         };
         if self.records(&r) {
-            let writes = Writes {
-                at: self.engine.now(),
-                counts: vec![(sid, Counts::of(&r))],
-                outcomes: if r.outcome == Outcome::Unchanged {
-                    Vec::new()
-                } else {
-                    vec![p.record(&r)]
-                },
-                ..Writes::default()
-            };
-            let _ = self.engine.retry.run(|| {
-                let mut txn = self.engine.index.begin(false)?;
-                txn.write(&writes)?;
-                txn.commit()
-            });
+            // `unchanged` is counted, not listed, as in a batch.
+            let list = r.outcome != Outcome::Unchanged;
+            let _ = self
+                .engine
+                .record_outcome(p.record(&r), Counts::of(&r), list);
         }
         r
     }

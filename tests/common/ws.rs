@@ -103,8 +103,8 @@ pub fn read_all(mut r: Box<dyn Read + Send>) -> Vec<u8> {
     v
 }
 
-/// Every name in the workspace with its current content.
-pub fn contents(ws: &Workspace) -> BTreeMap<String, Vec<u8>> {
+/// Every name in the workspace, in name order.
+pub fn names(ws: &Workspace) -> Vec<String> {
     let mut names = Vec::new();
     ws.list(None, |e| {
         names.push(e.name);
@@ -112,6 +112,11 @@ pub fn contents(ws: &Workspace) -> BTreeMap<String, Vec<u8>> {
     })
     .unwrap();
     names
+}
+
+/// Every name in the workspace with its current content.
+pub fn contents(ws: &Workspace) -> BTreeMap<String, Vec<u8>> {
+    names(ws)
         .into_iter()
         .map(|n| {
             let c = read_all(ws.read(&n).unwrap());
