@@ -34,6 +34,13 @@ pub fn sidecar_of(name: &OsStr) -> Option<&OsStr> {
         .map(OsStr::from_bytes)
 }
 
+/// Whether `name` ends with the sidecar suffix (the bare suffix too): a
+/// sidecar of such a name is a sidecar's sidecar, never read as metadata
+/// of a file of its own.
+pub fn ends_as_sidecar(name: &OsStr) -> bool {
+    name.as_bytes().ends_with(SIDECAR_SUFFIX.as_bytes())
+}
+
 /// The name of the sidecar of the file `name`: `name` + `.meta.json`.
 pub fn sidecar_name(name: &OsStr) -> OsString {
     let mut s = name.to_owned();

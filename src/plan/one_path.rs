@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::filter::{Selection, normal_components};
 use super::listing::{follow_error, skipped_link, skipped_special};
 use super::options::PlanEvent;
-use crate::meta::{sidecar_name, sidecar_of};
+use crate::meta::{ends_as_sidecar, sidecar_name, sidecar_of};
 use crate::outcome::Reason;
 
 /// The plan of the file at `path` (absolute, under one of `roots`); see
@@ -23,7 +23,7 @@ pub(crate) fn plan_path(sel: &Selection, roots: &[PathBuf], path: &Path) -> Opti
     }
     if let Some(base) = sidecar_of(file_name) {
         // A sidecar of a sidecar is never a file of its own either.
-        if sidecar_of(base).is_some() {
+        if ends_as_sidecar(base) {
             return None;
         }
         let base_path = path.with_file_name(base);

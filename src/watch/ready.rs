@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, EventKind};
 
-use crate::meta::sidecar_of;
+use crate::meta::{ends_as_sidecar, sidecar_of};
 
 /// How long a rename's first half waits for its second.
 const RENAME_PAIRING: Duration = Duration::from_secs(2);
@@ -840,7 +840,7 @@ fn age(mtime_ns: i64) -> Duration {
 /// which the walk never takes either).
 fn sidecar_base(path: &Path) -> Option<PathBuf> {
     let base = sidecar_of(path.file_name()?)?;
-    if sidecar_of(base).is_some() {
+    if ends_as_sidecar(base) {
         return None;
     }
     Some(path.with_file_name(base))
