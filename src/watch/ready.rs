@@ -429,6 +429,20 @@ impl<P: Probe> Tracker<P> {
                 {
                     return;
                 }
+                // A sidecar whose file is tracked: the scan listed both
+                // before the file is planned, so that plan reads it; a
+                // timer of its own could fire after the file was done and
+                // read it twice.
+                if let Some(base) = sidecar_base(&path)
+                    && self.states.contains_key(&base)
+                {
+                    let mark = Mark {
+                        stamp: Some(s.stamp),
+                        read_failed: false,
+                    };
+                    self.seen.insert(path, mark);
+                    return;
+                }
                 let due = match self.rules.mode {
                     // Local clocks: a file last modified longer ago than the
                     // settle window has already held still that long.
@@ -1292,6 +1306,30 @@ mod tests {
         t.on_found("/r/m.meta.json".into(), t0 + SETTLE);
         t.tick(t0 + SETTLE * 3);
         assert_eq!(drain(&mut t), ["/r/m"]);
+    }
+
+    /// Both young: the file settles first and is done before the
+    /// sidecar's settle window would end; it is read once.
+    #[test]
+    fn a_young_sidecar_found_with_its_file_does_not_read_the_file_twice() {
+        let fs = Fake::default();
+        let mut t = tracker(&fs);
+        let t0 = Instant::now();
+        fs.file("/r/m", 1);
+        fs.file("/r/m.meta.json", 1);
+        t.on_found("/r/m".into(), t0);
+        t.on_found("/r/m.meta.json".into(), t0 + SETTLE / 2);
+        t.tick(t0 + SETTLE + SETTLE / 4);
+        assert_eq!(drain(&mut t), ["/r/m"]);
+        t.on_done(
+            Done::Final {
+                path: "/r/m".into(),
+                read_failed: false,
+            },
+            t0 + SETTLE + SETTLE / 4,
+        );
+        t.tick(t0 + SETTLE * 3);
+        assert!(drain(&mut t).is_empty());
     }
 
     #[test]
