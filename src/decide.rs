@@ -68,9 +68,11 @@ impl Decision {
 }
 
 /// Whether a file may need its content stored, known before it is read:
-/// `exists` says whether its name is in the workspace now. Names are never
-/// removed, so a name that exists still exists at the decision, where KEEP
-/// and FAIL then never write; everything else may.
+/// `exists` says whether its name is in the workspace now (not deleted).
+/// A name that exists may be deleted before the decision, and the file
+/// then fails with `store_error` (run again) instead of being ingested
+/// without its content; otherwise KEEP and FAIL never write there, and
+/// everything else may.
 pub fn needs_content(mode: WriteMode, exists: bool) -> bool {
     !exists || mode == WriteMode::Overwrite
 }

@@ -59,6 +59,34 @@ pub enum Error {
     /// No such name.
     #[error("no file named {0:?} in the workspace; list names with `intake files list`")]
     NameNotFound(String),
+    /// The instant asked for is older than the history `gc` has kept.
+    #[error(
+        "the workspace's history before {} was removed by gc, so its state at {} is not known; ask for an instant at or after {}",
+        format_ts(*horizon), format_ts(*at), format_ts(*horizon)
+    )]
+    BeforeHistory {
+        /// The instant asked for.
+        at: DateTime<Utc>,
+        /// The oldest instant whose state is known.
+        horizon: DateTime<Utc>,
+    },
+    /// An export failed as a whole (its folder, its manifest).
+    #[error("export: {what}: {source}")]
+    Export {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another export is writing into the folder.
+    #[error("another export is writing into {}; wait for it to finish", .0.display())]
+    ExportBusy(PathBuf),
+    /// A session that is still open cannot be reverted.
+    #[error(
+        "session {0} is still open, so more may come into it; close it first with `intake session close {0}`"
+    )]
+    SessionStillOpen(Uuid),
     /// No such version of a name.
     #[error("{name:?} has no version {version}; see `intake files history {name}`")]
     VersionNotFound {

@@ -38,11 +38,13 @@
 
 #![deny(unsafe_code)]
 
+mod change;
 pub mod clock;
 pub mod decide;
 pub mod duration;
 mod engine;
 mod error;
+pub mod export;
 pub mod hash;
 mod ingest;
 pub mod item;

@@ -20,6 +20,8 @@ pub enum Outcome {
     Unchanged,
     /// The name held something else, which was kept (KEEP).
     Kept,
+    /// The name was deleted (a deletion version was written; SPEC §10).
+    Deleted,
     /// The file failed; see the reason.
     Failed,
     /// The session was expired or closed; the file was never attempted.
@@ -28,11 +30,12 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in the order summaries list them.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Ingested,
         Outcome::Overwritten,
         Outcome::Unchanged,
         Outcome::Kept,
+        Outcome::Deleted,
         Outcome::Failed,
         Outcome::Refused,
     ];
@@ -44,6 +47,7 @@ impl Outcome {
             Outcome::Overwritten => "overwritten",
             Outcome::Unchanged => "unchanged",
             Outcome::Kept => "kept",
+            Outcome::Deleted => "deleted",
             Outcome::Failed => "failed",
             Outcome::Refused => "refused",
         }
@@ -55,9 +59,14 @@ impl Outcome {
     }
 
     /// Whether the file finished: everything but `failed` and `refused`.
-    /// A finished file's bytes count in its session's `bytes`.
     pub fn is_finished(self) -> bool {
         !matches!(self, Outcome::Failed | Outcome::Refused)
+    }
+
+    /// Whether the file's bytes count in its session's `bytes`: a finished
+    /// file's, but for a deletion's (which brings no content).
+    pub fn counts_bytes(self) -> bool {
+        self.is_finished() && self != Outcome::Deleted
     }
 }
 
@@ -89,6 +98,8 @@ pub enum Reason {
     SessionExpired,
     /// The session is closed.
     SessionClosed,
+    /// The name (or the version asked for) is not in the workspace.
+    NotFound,
 }
 
 impl Reason {
@@ -104,6 +115,7 @@ impl Reason {
             Reason::StoreError => "store_error",
             Reason::SessionExpired => "session_expired",
             Reason::SessionClosed => "session_closed",
+            Reason::NotFound => "not_found",
         }
     }
 
@@ -120,6 +132,7 @@ impl Reason {
             StoreError,
             SessionExpired,
             SessionClosed,
+            NotFound,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -189,6 +202,8 @@ pub struct Counts {
     pub unchanged: u64,
     /// Kept (KEEP mode).
     pub kept: u64,
+    /// Deleted names.
+    pub deleted: u64,
     /// Failed.
     pub failed: u64,
     /// Refused.
@@ -212,10 +227,11 @@ impl Counts {
             Outcome::Overwritten => self.overwritten += 1,
             Outcome::Unchanged => self.unchanged += 1,
             Outcome::Kept => self.kept += 1,
+            Outcome::Deleted => self.deleted += 1,
             Outcome::Failed => self.failed += 1,
             Outcome::Refused => self.refused += 1,
         }
-        if r.outcome.is_finished() {
+        if r.outcome.counts_bytes() {
             self.bytes += r.size.unwrap_or(0);
         }
     }
@@ -227,6 +243,7 @@ impl Counts {
             Outcome::Overwritten => self.overwritten,
             Outcome::Unchanged => self.unchanged,
             Outcome::Kept => self.kept,
+            Outcome::Deleted => self.deleted,
             Outcome::Failed => self.failed,
             Outcome::Refused => self.refused,
         }
@@ -234,7 +251,7 @@ impl Counts {
 
     /// Files that finished: everything not failed and not refused.
     pub fn finished(&self) -> u64 {
-        self.ingested + self.overwritten + self.unchanged + self.kept
+        self.ingested + self.overwritten + self.unchanged + self.kept + self.deleted
     }
 
     /// Total files reported.

@@ -221,7 +221,7 @@ impl SessionStatus {
 /// Per-outcome counts of a session's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct IngestionStatus {
-    /// Files not failed: ingested + overwritten + unchanged + kept.
+    /// Files not failed: ingested + overwritten + unchanged + kept + deleted.
     pub finished_files: u64,
     /// Failed files.
     pub failed_files: u64,
@@ -233,6 +233,8 @@ pub struct IngestionStatus {
     pub unchanged: u64,
     /// Names kept as they were (KEEP mode).
     pub kept: u64,
+    /// Names deleted.
+    pub deleted: u64,
     /// Bytes of content read for the session's files that were stored.
     pub bytes: u64,
 }
@@ -246,6 +248,9 @@ pub struct SessionRecord {
     pub closed_at: Option<DateTime<Utc>>,
     /// Counts of its files so far.
     pub ingestion: IngestionStatus,
+    /// The session this one reverts, for a session made by
+    /// [`crate::Workspace::revert_session`].
+    pub reverts: Option<Uuid>,
 }
 
 impl SessionRecord {
@@ -270,6 +275,12 @@ impl SessionRecord {
                 "closed_at".into(),
                 self.closed_at
                     .map(format_ts)
+                    .map_or(serde_json::Value::Null, Into::into),
+            );
+            obj.insert(
+                "reverts".into(),
+                self.reverts
+                    .map(|id| id.to_string())
                     .map_or(serde_json::Value::Null, Into::into),
             );
             obj.insert(
@@ -461,6 +472,7 @@ mod tests {
             },
             closed_at: None,
             ingestion: IngestionStatus::default(),
+            reverts: None,
         };
         assert_eq!(r.session.expires_at, Some(now + Duration::hours(24)));
         assert_eq!(r.status(now), SessionStatus::Open);

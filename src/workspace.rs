@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
+use crate::change::{self, Want};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::Engine;
 pub use crate::engine::RetryPolicy;
@@ -18,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::ingest::IngestRun;
 use crate::outcome::{Counts, FileReport, Outcome};
-use crate::session::{CreateSession, Session, SessionOauthUser, SessionRecord};
+use crate::session::{
+    CreateSession, Session, SessionOauthUser, SessionRecord, SessionStatus, WriteMode,
+};
 use crate::store::{
     BlobStore, Entry, FsBlobStore, Index, OutcomeRecord, ReadTxn, SqliteIndex, SqliteOptions,
     StoreError, StoreErrorKind,
@@ -264,15 +267,82 @@ pub struct Snapshot<'a> {
 }
 
 impl Snapshot<'_> {
-    /// The current version of a name, as of the snapshot.
+    /// The current version of a name, as of the snapshot (`None` if it
+    /// is not there or deleted).
     pub fn current(&self, name: &str) -> Result<Option<Entry>> {
-        self.txn.current(name).map_err(|e| self.ws.err(e))
+        Ok(self
+            .txn
+            .current(name)
+            .map_err(|e| self.ws.err(e))?
+            .and_then(Entry::live))
     }
 
     /// The current versions of `names`, in their order, with one lookup.
     pub fn current_many(&self, names: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.txn.current_many(names).map_err(|e| self.ws.err(e))
+        let found = self.txn.current_many(names).map_err(|e| self.ws.err(e))?;
+        Ok(found.into_iter().map(|e| e.and_then(Entry::live)).collect())
     }
+}
+
+/// The workspace as it was at an instant; see [`Workspace::as_of`].
+#[derive(Debug, Clone, Copy)]
+pub struct AsOf<'a> {
+    ws: &'a Workspace,
+    at: DateTime<Utc>,
+}
+
+impl AsOf<'_> {
+    /// The instant.
+    pub fn at(&self) -> DateTime<Utc> {
+        self.at
+    }
+
+    /// Visits every name the workspace held at the instant, with the
+    /// version it held, in name order, starting with `prefix`; the visitor
+    /// returns `false` to stop.
+    pub fn list(&self, prefix: Option<&str>, mut visit: impl FnMut(Entry) -> bool) -> Result<()> {
+        self.ws
+            .index()
+            .list_at(prefix, self.at, &mut visit)
+            .map_err(|e| self.ws.err(e))
+    }
+
+    /// The version a name held at the instant (`None`: not there then).
+    pub fn current(&self, name: &str) -> Result<Option<Entry>> {
+        let history = self.ws.index().history(name).map_err(|e| self.ws.err(e))?;
+        Ok(history
+            .into_iter()
+            .find(|e| e.ingested_at <= self.at && e.replaced_at.is_none_or(|r| r > self.at))
+            .and_then(Entry::live))
+    }
+
+    /// Opens the content a name held at the instant.
+    pub fn read(&self, name: &str) -> Result<Box<dyn Read + Send>> {
+        let e = self
+            .current(name)?
+            .ok_or_else(|| Error::NameNotFound(name.to_owned()))?;
+        self.ws.open_blob(&e.hash)
+    }
+}
+
+/// How [`Workspace::revert_session`] goes about it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevertOptions {
+    /// Revert a name even if a later session changed it since.
+    pub force: bool,
+    /// Decide and report, but change nothing (and create no session).
+    pub dry_run: bool,
+}
+
+/// What [`Workspace::revert_session`] did.
+#[derive(Debug, Clone)]
+pub struct Reverted {
+    /// The new session that holds the revert (with a dry run: one that was
+    /// never stored).
+    pub session: Session,
+    /// One report per name the reverted session changed, in the order it
+    /// changed them.
+    pub files: Vec<FileReport>,
 }
 
 impl std::fmt::Debug for Snapshot<'_> {
@@ -327,7 +397,7 @@ impl Workspace {
             write_mode: req.write_mode,
         };
         self.index()
-            .create_session(&session)
+            .create_session(&session, None)
             .map_err(|e| self.err(e))?;
         Ok(session)
     }
@@ -387,9 +457,14 @@ impl Workspace {
         IngestRun::new(Arc::clone(&self.engine), session.clone())
     }
 
-    /// The current version of a name.
+    /// The current version of a name; `None` if the name is not in the
+    /// workspace (never was, or is deleted).
     pub fn current(&self, name: &str) -> Result<Option<Entry>> {
-        self.index().current(name).map_err(|e| self.err(e))
+        Ok(self
+            .index()
+            .current(name)
+            .map_err(|e| self.err(e))?
+            .and_then(Entry::live))
     }
 
     /// One consistent view of the names for many lookups, cheaper per name
@@ -407,6 +482,138 @@ impl Workspace {
     pub fn snapshot(&self) -> Result<Snapshot<'_>> {
         let txn = self.index().read_txn().map_err(|e| self.err(e))?;
         Ok(Snapshot { ws: self, txn })
+    }
+
+    /// Deletes `names` in `session` (SPEC §10): each gets a deletion
+    /// version (outcome `deleted`); a name not in the workspace fails with
+    /// `not_found`. One report per name, in order; once the session is
+    /// over, the rest are `refused`.
+    pub fn delete(&self, session: &Session, names: &[&str]) -> Result<Vec<FileReport>> {
+        let changes: Vec<(String, Want)> = names
+            .iter()
+            .map(|n| ((*n).to_owned(), Want::Delete))
+            .collect();
+        change::apply(&self.engine, session, &changes, false)
+    }
+
+    /// Deletes, in `session`, each name of `sources` that still holds what
+    /// its source file was ingested with (a watched file that was
+    /// removed); the others are left alone, without a report.
+    pub(crate) fn delete_sources(
+        &self,
+        session: &Session,
+        sources: &[crate::store::SourceRecord],
+    ) -> Result<Vec<FileReport>> {
+        let changes: Vec<(String, Want)> = sources
+            .iter()
+            .map(|s| {
+                let want = Want::DeleteIf {
+                    hash: s.hash,
+                    meta: s.meta.clone(),
+                };
+                (s.name.clone(), want)
+            })
+            .collect();
+        change::apply(&self.engine, session, &changes, false)
+    }
+
+    /// What is remembered of the source files at `path` or under it whose
+    /// names still hold what they were ingested with.
+    pub(crate) fn sources_under(&self, path: &Path) -> Result<Vec<crate::store::SourceRecord>> {
+        self.index().sources_under(path).map_err(|e| self.err(e))
+    }
+
+    /// Makes version `version` of `name` current again, as a new version
+    /// written in `session`: `overwritten` (`ingested` if the name was
+    /// deleted), or `unchanged` if the name already holds its content and
+    /// metadata. Restoring a deletion version deletes the name.
+    pub fn restore(&self, session: &Session, name: &str, version: u64) -> Result<FileReport> {
+        let target = self
+            .history(name)?
+            .into_iter()
+            .find(|e| e.version == version)
+            .ok_or_else(|| Error::VersionNotFound {
+                name: name.to_owned(),
+                version,
+            })?;
+        let want = Want::Become {
+            target: Some(target),
+            expect: None,
+        };
+        let mut out = change::apply(&self.engine, session, &[(name.to_owned(), want)], false)?;
+        out.pop()
+            .ok_or_else(|| Error::NameNotFound(name.to_owned()))
+    }
+
+    /// Undoes what session `id` changed (SPEC §10), in a new session
+    /// created by `user` that records it reverts `id`, closed at the end: a
+    /// name the session created is deleted, a name it overwrote or deleted
+    /// gets back the version it had before. A name a later session changed
+    /// since fails with `conflict` unless `opts.force`. Names the session
+    /// left unchanged, kept or failed are not touched. A session still open
+    /// is refused ([`Error::SessionStillOpen`]).
+    pub fn revert_session(
+        &self,
+        id: Uuid,
+        opts: RevertOptions,
+        user: SessionOauthUser,
+    ) -> Result<Reverted> {
+        let target = self.session(id)?;
+        if target.status(self.now()) == SessionStatus::Open {
+            return Err(Error::SessionStillOpen(id));
+        }
+        let mut names: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        self.session_files(id, |f| {
+            if matches!(
+                f.outcome,
+                Outcome::Ingested | Outcome::Overwritten | Outcome::Deleted
+            ) && seen.insert(f.name.clone())
+            {
+                names.push(f.name);
+            }
+            true
+        })?;
+        let mut changes = Vec::with_capacity(names.len());
+        for name in names {
+            let history = self.index().history(&name).map_err(|e| self.err(e))?;
+            if let Some(want) = change::revert_want(id, &history, opts.force) {
+                changes.push((name, want));
+            }
+        }
+        let now = self.now().trunc_subsecs(6);
+        let req = CreateSession::new(WriteMode::Overwrite);
+        let session = Session {
+            created_at: now,
+            created_by: user,
+            expires_at: req.expiry(now).map(|t| t.trunc_subsecs(6)),
+            session_id: Uuid::new_v4(),
+            write_mode: req.write_mode,
+        };
+        if !opts.dry_run {
+            self.index()
+                .create_session(&session, Some(id))
+                .map_err(|e| self.err(e))?;
+        }
+        let files = change::apply(&self.engine, &session, &changes, opts.dry_run)?;
+        if !opts.dry_run {
+            self.index()
+                .close_session(session.session_id, self.now())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(Reverted { session, files })
+    }
+
+    /// The workspace as it was at the instant `at`: what `list`, `current`
+    /// and `read` would have answered then. An instant older than what
+    /// `gc` has kept is an error ([`Error::BeforeHistory`]).
+    pub fn as_of(&self, at: DateTime<Utc>) -> Result<AsOf<'_>> {
+        if let Some(horizon) = self.index().history_horizon().map_err(|e| self.err(e))?
+            && at < horizon
+        {
+            return Err(Error::BeforeHistory { at, horizon });
+        }
+        Ok(AsOf { ws: self, at })
     }
 
     /// Visits the current version of every name starting with `prefix`, in
@@ -456,6 +663,12 @@ impl Workspace {
                 version,
             })?;
         self.open_blob(&e.hash)
+    }
+
+    /// The local file of an external blob, if the blob store keeps blobs
+    /// as local files and this one is not inline.
+    pub(crate) fn blob_file(&self, hash: &Hash) -> Option<PathBuf> {
+        self.engine.blobs.local_path(hash).filter(|p| p.is_file())
     }
 
     /// Opens a blob by hash, inline or external.

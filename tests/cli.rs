@@ -1083,6 +1083,7 @@ fn json_lines_have_the_stable_keys_and_summary_counts_add_up() {
     assert_eq!(
         keys(&s["counts"]),
         [
+            "deleted",
             "failed",
             "ingested",
             "kept",
@@ -1093,7 +1094,7 @@ fn json_lines_have_the_stable_keys_and_summary_counts_add_up() {
     );
     assert_eq!(
         s["counts"],
-        json!({"ingested":1,"overwritten":1,"unchanged":1,"kept":0,"failed":1,"refused":0})
+        json!({"ingested":1,"overwritten":1,"unchanged":1,"kept":0,"deleted":0,"failed":1,"refused":0})
     );
     assert_eq!(s["finished_files"], 3);
     assert_eq!(s["failed_files"], 1);

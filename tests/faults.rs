@@ -346,6 +346,7 @@ fn status(ingested: u64, unchanged: u64, failed: u64, bytes: u64) -> IngestionSt
         overwritten: 0,
         unchanged,
         kept: 0,
+        deleted: 0,
         bytes,
     }
 }

@@ -51,6 +51,8 @@ pub enum Command {
     /// List and read what the workspace holds.
     #[command(subcommand)]
     Files(FilesCmd),
+    /// Write the workspace (or its state at an instant) as a plain folder tree.
+    Export(ExportArgs),
     /// Re-hash every blob and check every reference; exit 1 on any defect.
     Verify,
     /// Remove old versions and unreferenced blobs past their retention.
@@ -181,9 +183,46 @@ pub struct WatchArgs {
     /// Re-read and re-hash every file instead of trusting size and mtime.
     #[arg(long, short = 'c')]
     pub checksum: bool,
+    /// Delete from the workspace what a file removed from a watched folder
+    /// (and not back within the settle window) was ingested as.
+    #[arg(long)]
+    pub delete: bool,
     /// Reader threads (default: twice the cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+}
+
+/// `intake export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The folder to write into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Only names starting with this.
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// The workspace as it was at this instant (RFC 3339, or a duration
+    /// meaning that long ago: 2h, 7d).
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub at: Option<String>,
+    /// Write each name's metadata as an X.meta.json sidecar beside it.
+    #[arg(long)]
+    pub with_meta: bool,
+    /// Remove files an earlier export wrote whose names left the workspace
+    /// (never anything else).
+    #[arg(long)]
+    pub delete: bool,
+}
+
+/// The session a change is written in.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ChangeSessionArgs {
+    /// Use this open session (and leave it open) instead of creating one.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// Who creates the session: "Given Family" (default: the OS user).
+    #[arg(long, env = "INTAKE_USER", value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 /// Log formats.
@@ -229,6 +268,20 @@ pub enum SessionCmd {
         /// The session id.
         id: String,
     },
+    /// Undo what a closed session changed, in a new session.
+    Revert {
+        /// The session id.
+        id: String,
+        /// Print what would be done; change nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// Revert names that a later session changed since, too.
+        #[arg(long)]
+        force: bool,
+        /// Who creates the new session: "Given Family" (default: the OS user).
+        #[arg(long, env = "INTAKE_USER", value_name = "NAME")]
+        user: Option<String>,
+    },
 }
 
 /// `intake files …`.
@@ -238,11 +291,18 @@ pub enum FilesCmd {
     List {
         /// Only names starting with this.
         prefix: Option<String>,
+        /// As the workspace was at this instant (RFC 3339, or a duration
+        /// meaning that long ago: 2h, 7d).
+        #[arg(long, value_name = "TIMESTAMP")]
+        at: Option<String>,
     },
     /// Show one name's current version.
     Show {
         /// The name.
         name: String,
+        /// As it was at this instant.
+        #[arg(long, value_name = "TIMESTAMP")]
+        at: Option<String>,
     },
     /// Write a name's content to standard output.
     // `--version` here picks a version of the file; without this, the
@@ -253,12 +313,37 @@ pub enum FilesCmd {
         /// The name.
         name: String,
         /// An older version (see `files history`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "at")]
         version: Option<u64>,
+        /// The content it had at this instant.
+        #[arg(long, value_name = "TIMESTAMP")]
+        at: Option<String>,
     },
     /// Every version of a name, newest first.
     History {
         /// The name.
         name: String,
+    },
+    /// Delete names: each gets a deletion version (recoverable until gc).
+    Rm {
+        /// The names.
+        #[arg(value_name = "NAME", required_unless_present = "prefix")]
+        names: Vec<String>,
+        /// Every name starting with this.
+        #[arg(long, value_name = "PREFIX", conflicts_with = "names")]
+        prefix: Option<String>,
+        #[command(flatten)]
+        session: ChangeSessionArgs,
+    },
+    /// Make an older version of a name current again, as a new version.
+    #[command(disable_version_flag = true)]
+    Restore {
+        /// The name.
+        name: String,
+        /// The version to bring back (see `files history`).
+        #[arg(long)]
+        version: u64,
+        #[command(flatten)]
+        session: ChangeSessionArgs,
     },
 }

@@ -12,8 +12,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::Exit;
-use super::args::{Cli, Command, FilesCmd, IngestArgs, SessionCmd};
-use super::config::{create_request, parse_id, plan_options, session_for_run, workspace_dir};
+use super::args::{Cli, Command, ExportArgs, FilesCmd, IngestArgs, SessionCmd};
+use super::config::{
+    create_request, parse_id, parse_instant, plan_options, session_for_change, session_for_run,
+    workspace_dir,
+};
 use super::output::{Printer, human_bytes, printable, println_locked};
 use super::signals::Signals;
 use super::user::creator;
@@ -25,6 +28,7 @@ pub fn dispatch(cli: &Cli) -> Result<Exit> {
         Command::Watch(a) => super::watch_cmd::watch(cli, a),
         Command::Session(c) => session(cli, c),
         Command::Files(c) => files(cli, c),
+        Command::Export(a) => export(cli, a),
         Command::Verify => verify(cli),
         Command::Gc { retention, grace } => gc(cli, retention, grace),
         Command::Completions { shell } => {
@@ -219,7 +223,7 @@ fn session_text(r: &SessionRecord, now: chrono::DateTime<chrono::Utc>) -> String
     let i = &r.ingestion;
     let by = format!("{} {}", s.created_by.given_name, s.created_by.family_name);
     format!(
-        "session   {}\nstatus    {}\nmode      {}\ncreated   {} by {} ({})\nexpires   {}\nclosed    {}\nfiles     {} finished, {} failed (ingested {}, overwritten {}, unchanged {}, kept {}); {}",
+        "session   {}\nstatus    {}\nmode      {}\ncreated   {} by {} ({})\nexpires   {}\nclosed    {}\nfiles     {} finished, {} failed (ingested {}, overwritten {}, unchanged {}, kept {}, deleted {}); {}{}",
         s.session_id,
         r.status(now).as_str(),
         s.write_mode,
@@ -234,7 +238,11 @@ fn session_text(r: &SessionRecord, now: chrono::DateTime<chrono::Utc>) -> String
         i.overwritten,
         i.unchanged,
         i.kept,
+        i.deleted,
         human_bytes(i.bytes),
+        r.reverts
+            .map(|id| format!("\nreverts   {id}"))
+            .unwrap_or_default(),
     )
 }
 
@@ -307,6 +315,27 @@ fn session(cli: &Cli, c: &SessionCmd) -> Result<Exit> {
                 })?;
             }
         }
+        SessionCmd::Revert {
+            id,
+            dry_run,
+            force,
+            user,
+        } => {
+            let ws = open(cli)?;
+            let opts = intake::workspace::RevertOptions {
+                force: *force,
+                dry_run: *dry_run,
+            };
+            let started = std::time::Instant::now();
+            let done = ws.revert_session(parse_id(id)?, opts, creator(user.as_deref()))?;
+            return Ok(print_changes(
+                cli,
+                &done.files,
+                done.session.session_id,
+                started,
+                *dry_run,
+            ));
+        }
         SessionCmd::Close { id } => {
             let ws = open(cli)?;
             let r = ws.close_session(parse_id(id)?)?;
@@ -320,6 +349,36 @@ fn session(cli: &Cli, c: &SessionCmd) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// Prints the reports of a change (delete, restore, revert) and its
+/// summary; the exit code follows them as for an ingest.
+fn print_changes(
+    cli: &Cli,
+    files: &[intake::FileReport],
+    session_id: Uuid,
+    started: std::time::Instant,
+    dry_run: bool,
+) -> Exit {
+    let mut printer = Printer::new(cli, dry_run).every_file();
+    let mut counts = intake::outcome::Counts::default();
+    for r in files {
+        counts.add(r);
+        printer.file(r, counts.bytes);
+    }
+    let summary = intake::Summary {
+        session_id,
+        counts,
+        elapsed: started.elapsed(),
+    };
+    printer.summary(&summary, dry_run);
+    if counts.refused > 0 {
+        Exit::Session
+    } else if counts.failed > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    }
+}
+
 fn entry_json(e: &intake::store::Entry) -> serde_json::Value {
     json!({
         "name": e.name,
@@ -329,14 +388,15 @@ fn entry_json(e: &intake::store::Entry) -> serde_json::Value {
         "ingested_at": format_ts(e.ingested_at),
         "meta": e.meta.as_ref().map(|m| intake::Meta::from_canonical(m.clone()).to_value()),
         "version": e.version,
+        "deleted": e.deleted,
     })
 }
 
 fn files(cli: &Cli, c: &FilesCmd) -> Result<Exit> {
     let ws = open(cli)?;
     match c {
-        FilesCmd::List { prefix } => {
-            ws.list(prefix.as_deref(), |e| {
+        FilesCmd::List { prefix, at } => {
+            let print = |e: intake::store::Entry| {
                 if cli.json {
                     println_locked(&entry_json(&e).to_string());
                 } else {
@@ -348,12 +408,20 @@ fn files(cli: &Cli, c: &FilesCmd) -> Result<Exit> {
                     ));
                 }
                 true
-            })?;
+            };
+            match at {
+                Some(at) => ws
+                    .as_of(parse_instant(at, ws.now())?)?
+                    .list(prefix.as_deref(), print)?,
+                None => ws.list(prefix.as_deref(), print)?,
+            }
         }
-        FilesCmd::Show { name } => {
-            let e = ws
-                .current(name)?
-                .ok_or_else(|| intake::Error::NameNotFound(name.clone()))?;
+        FilesCmd::Show { name, at } => {
+            let e = match at {
+                Some(at) => ws.as_of(parse_instant(at, ws.now())?)?.current(name)?,
+                None => ws.current(name)?,
+            }
+            .ok_or_else(|| intake::Error::NameNotFound(name.clone()))?;
             if cli.json {
                 println_locked(&entry_json(&e).to_string());
             } else {
@@ -369,10 +437,11 @@ fn files(cli: &Cli, c: &FilesCmd) -> Result<Exit> {
                 ));
             }
         }
-        FilesCmd::Cat { name, version } => {
-            let mut r = match version {
-                Some(v) => ws.read_version(name, *v)?,
-                None => ws.read(name)?,
+        FilesCmd::Cat { name, version, at } => {
+            let mut r = match (version, at) {
+                (Some(v), _) => ws.read_version(name, *v)?,
+                (None, Some(at)) => ws.as_of(parse_instant(at, ws.now())?)?.read(name)?,
+                (None, None) => ws.read(name)?,
             };
             let mut out = io::stdout().lock();
             match io::copy(&mut r, &mut out).and_then(|_| out.flush()) {
@@ -388,12 +457,15 @@ fn files(cli: &Cli, c: &FilesCmd) -> Result<Exit> {
                     v["replaced_at"] = e.replaced_at.map(format_ts).into();
                     println_locked(&v.to_string());
                 } else {
+                    let what = if e.deleted {
+                        format!("{:>10}  {:<12}", "", "deleted")
+                    } else {
+                        format!("{:>10}  {}", e.size, &e.hash.to_hex()[..12])
+                    };
                     println_locked(&format!(
-                        "v{:<4} {}  {:>10}  {}  {}",
+                        "v{:<4} {}  {what}  {}",
                         e.version,
                         format_ts(e.ingested_at),
-                        e.size,
-                        &e.hash.to_hex()[..12],
                         e.replaced_at.map_or("current".to_owned(), |t| format!(
                             "replaced {}",
                             format_ts(t)
@@ -402,8 +474,114 @@ fn files(cli: &Cli, c: &FilesCmd) -> Result<Exit> {
                 }
             }
         }
+        FilesCmd::Rm {
+            names,
+            prefix,
+            session,
+        } => {
+            let mut names: Vec<String> = names.clone();
+            if let Some(p) = prefix {
+                ws.list(Some(p), |e| {
+                    names.push(e.name);
+                    true
+                })?;
+            }
+            let (s, created) = session_for_change(&ws, session)?;
+            let started = std::time::Instant::now();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let files = ws.delete(&s, &refs)?;
+            if created {
+                ws.close_session(s.session_id)?;
+            }
+            return Ok(print_changes(cli, &files, s.session_id, started, false));
+        }
+        FilesCmd::Restore {
+            name,
+            version,
+            session,
+        } => {
+            let (s, created) = session_for_change(&ws, session)?;
+            let started = std::time::Instant::now();
+            let r = ws.restore(&s, name, *version);
+            if created {
+                ws.close_session(s.session_id)?;
+            }
+            return Ok(print_changes(cli, &[r?], s.session_id, started, false));
+        }
     }
     Ok(Exit::Ok)
+}
+
+fn export(cli: &Cli, a: &ExportArgs) -> Result<Exit> {
+    use intake::export::{ExportAction, ExportOptions};
+    let ws = open(cli)?;
+    let opts = ExportOptions {
+        prefix: a.prefix.clone(),
+        at: a
+            .at
+            .as_deref()
+            .map(|t| parse_instant(t, ws.now()))
+            .transpose()?,
+        with_meta: a.with_meta,
+        delete: a.delete,
+    };
+    let verbose = cli.verbose > 0;
+    let sum = ws.export(&a.dir, &opts, |ev| {
+        if cli.json {
+            let v = json!({
+                "type": "export",
+                "path": ev.path,
+                "action": ev.action.as_str(),
+                "message": ev.message,
+                "size": ev.size,
+            });
+            println_locked(&v.to_string());
+        } else if matches!(ev.action, ExportAction::Failed | ExportAction::Kept) {
+            let line = format!(
+                "{:<9} {}: {}",
+                ev.action.as_str(),
+                ev.path,
+                ev.message.as_deref().unwrap_or_default()
+            );
+            eprintln!("{}", printable(&line));
+        } else if verbose && ev.action != ExportAction::Unchanged {
+            println_locked(&printable(&format!(
+                "{:<9} {}",
+                ev.action.as_str(),
+                ev.path
+            )));
+        }
+    })?;
+    if cli.json {
+        let v = json!({
+            "type": "export_summary",
+            "written": sum.written,
+            "unchanged": sum.unchanged,
+            "removed": sum.removed,
+            "kept": sum.kept,
+            "failed": sum.failed,
+            "bytes": sum.bytes,
+            "elapsed_ms": sum.elapsed.as_millis() as u64,
+        });
+        println_locked(&v.to_string());
+    } else if !cli.quiet {
+        println_locked(&format!(
+            "exported into {}: {} written ({}), {} unchanged, {} removed, {} kept, {} failed in {:.2}s",
+            printable(&a.dir.to_string_lossy()),
+            sum.written,
+            human_bytes(sum.bytes),
+            sum.unchanged,
+            sum.removed,
+            sum.kept,
+            sum.failed,
+            sum.elapsed.as_secs_f64()
+        ));
+    }
+    Ok(if sum.failed > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
 }
 
 fn verify(cli: &Cli) -> Result<Exit> {

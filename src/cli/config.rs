@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use intake::plan::PlanOptions;
-use intake::{CreateSession, Lifetime, Session, Uuid, Workspace, WriteMode};
+use intake::{CreateSession, DateTime, Lifetime, Session, Utc, Uuid, Workspace, WriteMode};
 
-use super::args::{Cli, SelectArgs, SessionArgs};
+use super::args::{ChangeSessionArgs, Cli, SelectArgs, SessionArgs};
 use super::user::creator;
 
 pub fn workspace_dir(cli: &Cli) -> Result<PathBuf> {
@@ -46,6 +46,33 @@ pub fn create_request(
         (None, false) => Lifetime::Default,
     };
     Ok(CreateSession::new(mode.unwrap_or_default()).lifetime(lifetime))
+}
+
+/// An instant given on the command line: RFC 3339 (`2026-11-30T12:00:00Z`),
+/// or a duration meaning that long before `now` (`2h`, `7d`).
+pub fn parse_instant(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s.trim()) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let ago = intake::duration::parse_duration(s).map_err(|_| {
+        anyhow!(
+            "{s:?} is not an instant: use RFC 3339 (2026-11-30T12:00:00Z) or a duration meaning that long ago (2h, 7d)"
+        )
+    })?;
+    let ago = chrono::Duration::from_std(ago).context("the duration is too long")?;
+    now.checked_sub_signed(ago)
+        .ok_or_else(|| anyhow!("{s:?} is further back than the calendar goes"))
+}
+
+/// The session a change (delete, restore) is written in, and whether it
+/// was created for it.
+pub fn session_for_change(ws: &Workspace, a: &ChangeSessionArgs) -> Result<(Session, bool)> {
+    if let Some(id) = &a.session {
+        let rec = ws.session(parse_id(id)?)?;
+        return Ok((rec.session, false));
+    }
+    let req = create_request(None, None, false)?;
+    Ok((ws.create_session(&req, creator(a.user.as_deref()))?, true))
 }
 
 pub fn parse_id(s: &str) -> Result<Uuid> {

@@ -73,6 +73,13 @@ impl Printer {
         }
     }
 
+    /// Prints every file's line, not only failures (for commands that
+    /// change a few names on purpose).
+    pub fn every_file(mut self) -> Printer {
+        self.verbose = !self.quiet;
+        self
+    }
+
     /// One file.
     pub fn file(&mut self, r: &FileReport, bytes_so_far: u64) {
         if let Some(pb) = &self.bar {
@@ -133,6 +140,7 @@ impl Printer {
                     "overwritten": c.overwritten,
                     "unchanged": c.unchanged,
                     "kept": c.kept,
+                    "deleted": c.deleted,
                     "failed": c.failed,
                     "refused": c.refused,
                 },

@@ -56,6 +56,7 @@ struct FileConfig {
     #[serde(alias = "stop-timeout")]
     stop_timeout: Option<String>,
     checksum: Option<bool>,
+    delete: Option<bool>,
     jobs: Option<usize>,
     json: Option<bool>,
     quiet: Option<bool>,
@@ -116,6 +117,7 @@ struct Opts {
     json_logs: bool,
     stop_timeout: Duration,
     checksum: bool,
+    delete: bool,
     jobs: Option<usize>,
     json: bool,
     quiet: bool,
@@ -228,6 +230,7 @@ fn merge(cli: &Cli, a: &WatchArgs, f: FileConfig) -> Result<Opts> {
         json_logs,
         stop_timeout,
         checksum: a.checksum || f.checksum.unwrap_or(false),
+        delete: a.delete || f.delete.unwrap_or(false),
         jobs: a.jobs.or(f.jobs),
         json: cli.json || f.json.unwrap_or(false),
         quiet: cli.quiet || f.quiet.unwrap_or(false),
@@ -301,7 +304,8 @@ fn run(o: &Opts, dispatch: &tracing::Dispatch) -> Result<Exit> {
         .settle(o.settle)
         .poll(o.poll)
         .rotate(o.rotate)
-        .quick_check(!o.checksum);
+        .quick_check(!o.checksum)
+        .delete(o.delete);
     if let Some(j) = o.jobs {
         config = config.parallelism(j);
     }
@@ -321,13 +325,14 @@ fn run(o: &Opts, dispatch: &tracing::Dispatch) -> Result<Exit> {
     let summary = handle.stop().map_err(to_anyhow)?;
     let c = &summary.counts;
     let text = format!(
-        "stopped after {:.1}s: {} files ({} ingested, {} overwritten, {} unchanged, {} kept, {} failed, {} refused); {} rescans, {} retries; sessions {}",
+        "stopped after {:.1}s: {} files ({} ingested, {} overwritten, {} unchanged, {} kept, {} deleted, {} failed, {} refused); {} rescans, {} retries; sessions {}",
         summary.elapsed.as_secs_f64(),
         c.total(),
         c.ingested,
         c.overwritten,
         c.unchanged,
         c.kept,
+        c.deleted,
         c.failed,
         c.refused,
         summary.rescans,
@@ -346,6 +351,7 @@ fn run(o: &Opts, dispatch: &tracing::Dispatch) -> Result<Exit> {
             overwritten = c.overwritten,
             unchanged = c.unchanged,
             kept = c.kept,
+            deleted = c.deleted,
             failed = c.failed,
             refused = c.refused,
             rescans = summary.rescans,

@@ -228,7 +228,7 @@ impl Committer<'_> {
                     .current(&p.name)
                     .ok()
                     .flatten()
-                    .is_some_and(|e| Some(e.identity()) == p.identity()) =>
+                    .is_some_and(|e| e.identity().is_some() && e.identity() == p.identity()) =>
             {
                 p.report(sid, Outcome::Unchanged, None, None)
             }
@@ -377,7 +377,7 @@ impl Committer<'_> {
             // metadata, else decide as usual.
             (State::Quick { size, .. }, Some(new)) => {
                 let still = !self.written.may_contain(name)
-                    || lookup(txn, current, name)?.is_some_and(|e| e.identity() == new);
+                    || lookup(txn, current, name)?.is_some_and(|e| e.identity() == Some(new));
                 if still {
                     return Ok(p.decided(s.session_id, Decision::Unchanged));
                 }
@@ -397,7 +397,7 @@ impl Committer<'_> {
             }
         };
         let existing = lookup(txn, current, name)?;
-        let decision = decide(s.write_mode, existing.map(Entry::identity), new);
+        let decision = decide(s.write_mode, existing.and_then(Entry::identity), new);
         if decision.writes() {
             let hash = *new.hash;
             match blob {
@@ -435,6 +435,7 @@ impl Committer<'_> {
                 ingested_at: writes.at,
                 version: existing.as_ref().map_or(1, |e| e.version + 1),
                 replaced_at: None,
+                deleted: false,
             };
             // The sources this batch recorded earlier for this name (found
             // unchanged, or written) no longer hold unless they have what

@@ -61,7 +61,7 @@ impl DryRun {
                         None => found
                             .get(p.name.as_str())
                             .and_then(Option::as_ref)
-                            .map(Entry::identity),
+                            .and_then(Entry::identity),
                     };
                     let decision = decide(session.write_mode, existing, new);
                     if decision.writes() {

@@ -129,7 +129,7 @@ impl Reader<'_> {
         // exists, whether it exists now.
         let need_blob = needs_content(self.mode, true)
             || match self.engine.index.current(name.as_str()) {
-                Ok(e) => needs_content(self.mode, e.is_some()),
+                Ok(e) => needs_content(self.mode, e.is_some_and(|e| !e.deleted)),
                 Err(e) => return store_failed(e),
             };
         let mut file = file;

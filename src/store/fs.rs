@@ -123,6 +123,10 @@ impl BlobStore for FsBlobStore {
             .map_err(|e| StoreError::io(format!("opening blob {}", p.display()), e))
     }
 
+    fn local_path(&self, hash: &Hash) -> Option<PathBuf> {
+        Some(self.path_of(hash))
+    }
+
     fn remove(&self, hash: &Hash, cutoff: SystemTime) -> Result<bool, StoreError> {
         let p = self.path_of(hash);
         let old = match fs::symlink_metadata(&p).and_then(|m| m.modified()) {

@@ -32,6 +32,11 @@ pub use fs::FsBlobStore;
 pub use sqlite::{SqliteIndex, SqliteOptions};
 
 /// The current version of a name, or an older one.
+///
+/// A *deletion* version (`deleted`) says the name was removed; it records
+/// the content and metadata of the version it removed (so that history
+/// shows what went, and that content stays until `gc` drops both), and
+/// counts as no file at all for every decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The name.
@@ -50,6 +55,8 @@ pub struct Entry {
     pub version: u64,
     /// When it was replaced by a newer version (`None` for the current one).
     pub replaced_at: Option<DateTime<Utc>>,
+    /// Whether this version is a deletion of the name.
+    pub deleted: bool,
 }
 
 /// What the index remembers of a source file, for the quick check.
@@ -126,12 +133,18 @@ impl OutcomeRecord {
 }
 
 impl Entry {
-    /// What the write-mode table compares of this version.
-    pub fn identity(&self) -> Identity<'_> {
-        Identity {
+    /// What the write-mode table compares of this version: `None` for a
+    /// deletion, which counts as no file (SPEC §3).
+    pub fn identity(&self) -> Option<Identity<'_>> {
+        (!self.deleted).then_some(Identity {
             hash: &self.hash,
             meta: self.meta.as_deref(),
-        }
+        })
+    }
+
+    /// The version if it is a file, `None` if it is a deletion.
+    pub fn live(self) -> Option<Entry> {
+        (!self.deleted).then_some(self)
     }
 }
 
@@ -242,8 +255,9 @@ impl<I: Index + ?Sized> ReadTxn for EachAlone<'_, I> {
 /// `Conflict` redoes the batch, `Unavailable` retries with backoff, the
 /// rest fail the files concerned with `store_error`.
 pub trait Index: Send + Sync {
-    /// Stores a new session.
-    fn create_session(&self, session: &Session) -> Result<(), StoreError>;
+    /// Stores a new session; `reverts`: the session it reverts, if it is
+    /// a revert.
+    fn create_session(&self, session: &Session, reverts: Option<Uuid>) -> Result<(), StoreError>;
     /// One session with its counts.
     fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError>;
     /// Every session, oldest first.
@@ -252,7 +266,7 @@ pub trait Index: Send + Sync {
     fn close_session(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError>;
     /// Whether the session has been closed (cheap; polled during runs).
     fn is_closed(&self, id: Uuid) -> Result<bool, StoreError>;
-    /// The current version of a name.
+    /// The current version of a name (a deletion included).
     fn current(&self, name: &str) -> Result<Option<Entry>, StoreError>;
     /// A read transaction: one consistent view for many lookups, which
     /// costs less per name than [`Index::current`] alone. It holds back the
@@ -266,19 +280,37 @@ pub trait Index: Send + Sync {
     /// still hold what they were recorded with: the quick check asks once
     /// per directory, not once per file.
     fn sources_in(&self, dir: &Path) -> Result<Vec<KnownSource>, StoreError>;
+    /// What is remembered of the source files at `path` itself or anywhere
+    /// under it (as a folder), whose names still hold what they were
+    /// recorded with: what a watcher deletes when `path` disappears.
+    fn sources_under(&self, path: &Path) -> Result<Vec<SourceRecord>, StoreError>;
     /// Starts a write transaction (see [`WriteTxn`] for what it promises).
     /// `durable`: its commit is on stable storage when it returns;
     /// otherwise it may be lost on power loss (never torn), which is enough
     /// for bookkeeping that changes no name.
     fn begin(&self, durable: bool) -> Result<Box<dyn WriteTxn + '_>, StoreError>;
-    /// Visits the current version of every name, in name order, starting
-    /// with `prefix`; the visitor returns `false` to stop.
+    /// Visits the current version of every name that is not deleted, in
+    /// name order, starting with `prefix`; the visitor returns `false` to
+    /// stop.
     fn list(
         &self,
         prefix: Option<&str>,
         visit: &mut dyn FnMut(Entry) -> bool,
     ) -> Result<(), StoreError>;
-    /// Every version of a name, newest first.
+    /// Like [`Index::list`], but the versions that were current at the
+    /// instant `at` (written at or before it, replaced after it), leaving
+    /// out names that were deleted or not there yet. Only as complete as
+    /// the history `gc` has kept (see [`Index::history_horizon`]).
+    fn list_at(
+        &self,
+        prefix: Option<&str>,
+        at: DateTime<Utc>,
+        visit: &mut dyn FnMut(Entry) -> bool,
+    ) -> Result<(), StoreError>;
+    /// The latest cutoff `gc` has used: the workspace's state at an
+    /// earlier instant may have lost versions. `None` before any `gc`.
+    fn history_horizon(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Every version of a name (deletions included), newest first.
     fn history(&self, name: &str) -> Result<Vec<Entry>, StoreError>;
     /// Every per-file outcome recorded in a session, in order.
     fn session_files(
@@ -302,9 +334,11 @@ pub trait Index: Send + Sync {
     fn check_integrity(&self) -> Result<Vec<String>, StoreError> {
         Ok(Vec::new())
     }
-    /// Drops versions replaced before `cutoff` and then the blob rows no
-    /// version refers to, in one transaction. The external blobs among them
-    /// are returned for the caller to remove from the blob store.
+    /// Drops versions replaced before `cutoff`, current deletions written
+    /// before it, and then the blob rows no version refers to, in one
+    /// transaction, and moves the history horizon up to `cutoff`. The
+    /// external blobs among them are returned for the caller to remove
+    /// from the blob store.
     fn gc(&self, cutoff: DateTime<Utc>) -> Result<IndexGc, StoreError>;
 }
 
@@ -358,6 +392,14 @@ pub trait BlobStore: Send + Sync {
     fn reuse(&self, hash: &Hash) -> Result<bool, StoreError>;
     /// Opens a blob for reading.
     fn open(&self, hash: &Hash) -> Result<Box<dyn Read + Send>, StoreError>;
+    /// The blob's file on this machine, for a store that keeps blobs as
+    /// local files, so that a copy of it can be the kernel's (no bytes
+    /// through userspace). The default: `None`, read it with
+    /// [`BlobStore::open`].
+    fn local_path(&self, hash: &Hash) -> Option<PathBuf> {
+        let _ = hash;
+        None
+    }
     /// Removes a blob if it was last written before `cutoff`; returns
     /// whether it did (missing is not an error). The age check keeps a blob
     /// that a running ingest has just written again.

@@ -14,8 +14,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use super::{
-    BlobRecord, Entry, Index, IndexGc, KnownSource, OutcomeRecord, ReadTxn, StoreError,
-    StoreErrorKind, WriteTxn, Writes,
+    BlobRecord, Entry, Index, IndexGc, KnownSource, OutcomeRecord, ReadTxn, SourceRecord,
+    StoreError, StoreErrorKind, WriteTxn, Writes,
 };
 use crate::hash::Hash;
 use crate::outcome::{Outcome, Reason};
@@ -24,7 +24,7 @@ use crate::session::{
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Each migration takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -104,6 +104,15 @@ const MIGRATIONS: &[&str] = &[
     );
     UPDATE sources SET meta = (SELECT e.meta FROM entries e WHERE e.name = sources.name);
     CREATE INDEX sources_by_name ON sources(name);
+    ",
+    // 2 -> 3: deletions (a version that removes its name), reverts, and
+    // the horizon below which gc has dropped history.
+    "
+    ALTER TABLE entries ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE history ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN reverts TEXT;
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
     ",
 ];
 
@@ -199,7 +208,7 @@ fn split_path(path: &Path) -> (&[u8], &[u8]) {
 }
 
 /// The columns `entry_row` reads (the per-file lookup spells them out).
-const ENTRY_COLS: &str = "name, hash, size, meta, session_id, ingested_at, version";
+const ENTRY_COLS: &str = "name, hash, size, meta, session_id, ingested_at, version, deleted";
 
 fn entry_row(row: &Row<'_>) -> rusqlite::Result<Entry> {
     Ok(Entry {
@@ -211,11 +220,12 @@ fn entry_row(row: &Row<'_>) -> rusqlite::Result<Entry> {
         ingested_at: from_micros(row.get(5)?),
         version: row.get::<_, i64>(6)? as u64,
         replaced_at: None,
+        deleted: row.get(7)?,
     })
 }
 
 const SESSION_COLS: &str = "id, created_at, created_by, expires_at, write_mode, closed_at, \
-     ingested, overwritten, unchanged, kept, failed, bytes";
+     ingested, overwritten, unchanged, kept, failed, bytes, deleted, reverts";
 
 fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let conv = |i: usize, e: String| {
@@ -230,6 +240,11 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         .map_err(|e: UnknownWriteMode| conv(4, e.to_string()))?;
     let n = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)? as u64) };
     let (ingested, overwritten, unchanged, kept, failed) = (n(6)?, n(7)?, n(8)?, n(9)?, n(10)?);
+    let deleted = n(12)?;
+    let reverts = match row.get::<_, Option<String>>(13)? {
+        Some(s) => Some(Uuid::parse_str(&s).map_err(|e| conv(13, e.to_string()))?),
+        None => None,
+    };
     Ok(SessionRecord {
         session: Session {
             created_at: from_micros(row.get(1)?),
@@ -240,14 +255,16 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         },
         closed_at: row.get::<_, Option<i64>>(5)?.map(from_micros),
         ingestion: IngestionStatus {
-            finished_files: ingested + overwritten + unchanged + kept,
+            finished_files: ingested + overwritten + unchanged + kept + deleted,
             failed_files: failed,
             ingested,
             overwritten,
             unchanged,
             kept,
+            deleted,
             bytes: n(11)?,
         },
+        reverts,
     })
 }
 
@@ -461,19 +478,20 @@ fn migrate(conn: &Connection) -> Result<(), OpenErr> {
 }
 
 impl Index for SqliteIndex {
-    fn create_session(&self, s: &Session) -> Result<(), StoreError> {
+    fn create_session(&self, s: &Session, reverts: Option<Uuid>) -> Result<(), StoreError> {
         let by = serde_json::to_string(&s.created_by)
             .map_err(|e| StoreError::new(StoreErrorKind::Corrupt, "serializing the creator", e))?;
         self.writer()
             .execute(
-                "INSERT INTO sessions (id, created_at, created_by, expires_at, write_mode)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO sessions (id, created_at, created_by, expires_at, write_mode, reverts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     s.session_id.to_string(),
                     micros(s.created_at),
                     by,
                     s.expires_at.map(micros),
-                    s.write_mode.as_str()
+                    s.write_mode.as_str(),
+                    reverts.map(|id| id.to_string())
                 ],
             )
             .map_err(db_err("creating a session"))?;
@@ -556,6 +574,34 @@ impl Index for SqliteIndex {
         })
     }
 
+    fn sources_under(&self, path: &Path) -> Result<Vec<SourceRecord>, StoreError> {
+        let (dir, file) = split_path(path);
+        let whole = path.as_os_str().as_bytes();
+        // Folders under `path`: from "path/" up to, not including, "path0"
+        // ('0' follows '/').
+        let lo = [whole, b"/"].concat();
+        let hi = [whole, b"0"].concat();
+        self.read("looking up sources", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT dir, file, size, mtime_ns, name, hash, meta FROM sources
+                 WHERE (dir = ?1 AND file = ?2) OR dir = ?3 OR (dir >= ?4 AND dir < ?5)",
+            )?;
+            st.query_map(params![dir, file, whole, lo, hi], |r| {
+                let dir = OsStr::from_bytes(r.get_ref(0)?.as_blob()?);
+                let file = OsStr::from_bytes(r.get_ref(1)?.as_blob()?);
+                Ok(SourceRecord {
+                    path: Path::new(dir).join(file),
+                    size: r.get::<_, i64>(2)? as u64,
+                    mtime_ns: r.get(3)?,
+                    name: r.get(4)?,
+                    hash: hash_col(r, 5)?,
+                    meta: r.get(6)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
     fn begin(&self, durable: bool) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
         let conn = self.writer();
         // The safety level can only change outside a transaction; it is
@@ -579,11 +625,56 @@ impl Index for SqliteIndex {
             let mut rows = st.query([prefix])?;
             while let Some(row) = rows.next()? {
                 let e = entry_row(row)?;
-                if !e.name.starts_with(prefix) || !visit(e) {
+                if !e.name.starts_with(prefix) {
+                    break;
+                }
+                if !e.deleted && !visit(e) {
                     break;
                 }
             }
             Ok(())
+        })
+    }
+
+    fn list_at(
+        &self,
+        prefix: Option<&str>,
+        at: DateTime<Utc>,
+        visit: &mut dyn FnMut(Entry) -> bool,
+    ) -> Result<(), StoreError> {
+        self.read("listing names at an instant", |c| {
+            let prefix = prefix.unwrap_or("");
+            // A name has at most one version whose span holds `at`: its
+            // versions' spans follow each other without gaps.
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ENTRY_COLS} FROM entries
+                   WHERE name >= ?1 AND ingested_at <= ?2
+                 UNION ALL
+                 SELECT {ENTRY_COLS} FROM history
+                   WHERE name >= ?1 AND ingested_at <= ?2 AND replaced_at > ?2
+                 ORDER BY name"
+            ))?;
+            let mut rows = st.query(params![prefix, micros(at)])?;
+            while let Some(row) = rows.next()? {
+                let e = entry_row(row)?;
+                if !e.name.starts_with(prefix) {
+                    break;
+                }
+                if !e.deleted && !visit(e) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn history_horizon(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.read("reading the history horizon", |c| {
+            let v: Option<i64> = c
+                .prepare_cached("SELECT value FROM settings WHERE key = 'gc_horizon'")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            Ok(v.map(from_micros))
         })
     }
 
@@ -595,7 +686,7 @@ impl Index for SqliteIndex {
             ))?;
             let old = st.query_map([name], |r| {
                 let mut e = entry_row(r)?;
-                e.replaced_at = Some(from_micros(r.get(7)?));
+                e.replaced_at = Some(from_micros(r.get(8)?));
                 Ok(e)
             })?;
             for e in old {
@@ -698,6 +789,14 @@ impl Index for SqliteIndex {
             let versions = conn.execute(
                 "DELETE FROM history WHERE replaced_at < ?1",
                 [micros(cutoff)],
+            )? + conn.execute(
+                "DELETE FROM entries WHERE deleted = 1 AND ingested_at < ?1",
+                [micros(cutoff)],
+            )?;
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES ('gc_horizon', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                [micros(cutoff)],
             )?;
             let mut st = conn.prepare(
                 "SELECT id, hash, data IS NOT NULL FROM blobs
@@ -739,7 +838,7 @@ impl Index for SqliteIndex {
 fn current_on(c: &Connection, name: &str) -> rusqlite::Result<Option<Entry>> {
     // A literal, not format!: this runs once per file.
     c.prepare_cached(
-        "SELECT name, hash, size, meta, session_id, ingested_at, version FROM entries WHERE name = ?1",
+        "SELECT name, hash, size, meta, session_id, ingested_at, version, deleted FROM entries WHERE name = ?1",
     )?
         .query_row([name], entry_row)
         .optional()
@@ -869,7 +968,7 @@ impl WriteTxn for SqliteTxn<'_> {
             c.prepare_cached(
                 "UPDATE sessions SET ingested = ingested + ?2, overwritten = overwritten + ?3,
                    unchanged = unchanged + ?4, kept = kept + ?5, failed = failed + ?6,
-                   bytes = bytes + ?7 WHERE id = ?1",
+                   bytes = bytes + ?7, deleted = deleted + ?8 WHERE id = ?1",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -879,7 +978,8 @@ impl WriteTxn for SqliteTxn<'_> {
                     d.unchanged as i64,
                     d.kept as i64,
                     d.failed as i64,
-                    d.bytes as i64
+                    d.bytes as i64,
+                    d.deleted as i64
                 ])
             })
             .map_err(db_err("updating session counters"))?;
@@ -900,12 +1000,20 @@ impl WriteTxn for SqliteTxn<'_> {
 /// history and dropping the name's source records that no longer hold.
 fn write_version(c: &Connection, e: &Entry, replaced: Option<&Entry>) -> rusqlite::Result<()> {
     if let Some(old) = replaced {
-        // The sources recorded for the old content no longer hold.
-        c.prepare_cached("DELETE FROM sources WHERE name = ?1 AND (hash <> ?2 OR meta IS NOT ?3)")?
+        // The sources recorded for the old content no longer hold (none
+        // does once the name is deleted).
+        if e.deleted {
+            c.prepare_cached("DELETE FROM sources WHERE name = ?1")?
+                .execute(params![e.name])?;
+        } else {
+            c.prepare_cached(
+                "DELETE FROM sources WHERE name = ?1 AND (hash <> ?2 OR meta IS NOT ?3)",
+            )?
             .execute(params![e.name, &e.hash.0[..], e.meta])?;
+        }
         c.prepare_cached(
-            "INSERT INTO history (name, version, hash, size, meta, session_id, ingested_at, replaced_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO history (name, version, hash, size, meta, session_id, ingested_at, replaced_at, deleted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
             old.name,
@@ -915,15 +1023,17 @@ fn write_version(c: &Connection, e: &Entry, replaced: Option<&Entry>) -> rusqlit
             old.meta,
             old.session_id.to_string(),
             micros(old.ingested_at),
-            micros(e.ingested_at)
+            micros(e.ingested_at),
+            old.deleted
         ])?;
     }
     c.prepare_cached(
-        "INSERT INTO entries (name, hash, size, meta, session_id, ingested_at, version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO entries (name, hash, size, meta, session_id, ingested_at, version, deleted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, size = excluded.size,
            meta = excluded.meta, session_id = excluded.session_id,
-           ingested_at = excluded.ingested_at, version = excluded.version",
+           ingested_at = excluded.ingested_at, version = excluded.version,
+           deleted = excluded.deleted",
     )?
     .execute(params![
         e.name,
@@ -932,7 +1042,8 @@ fn write_version(c: &Connection, e: &Entry, replaced: Option<&Entry>) -> rusqlit
         e.meta,
         e.session_id.to_string(),
         micros(e.ingested_at),
-        e.version as i64
+        e.version as i64,
+        e.deleted
     ])?;
     Ok(())
 }

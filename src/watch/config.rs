@@ -46,6 +46,7 @@ pub struct WatchConfig {
     pub(crate) queue_capacity: usize,
     pub(crate) max_queued: usize,
     pub(crate) open_timeout: Duration,
+    pub(crate) deletions: bool,
 }
 
 impl WatchConfig {
@@ -66,7 +67,17 @@ impl WatchConfig {
             queue_capacity: 4096,
             max_queued: 65_536,
             open_timeout: Duration::from_secs(300),
+            deletions: false,
         }
+    }
+
+    /// Whether a file removed from a watched folder (or moved out of it),
+    /// and not back within the settle window, is deleted from the
+    /// workspace: the names it was ingested as get a deletion version, if
+    /// they still hold what it was ingested with (default off).
+    pub fn delete(mut self, on: bool) -> Self {
+        self.deletions = on;
+        self
     }
 
     /// How long a file must stay unchanged (size, mtime, ctime) before it

@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, bounded, unbounded};
 use super::backend::{self, Control, Ctl, Found, Raw};
 use super::commit;
 use super::config::{WatchConfig, WatchSession};
+use super::delete::Deleter;
 use super::error::WatchError;
 use super::event::{WatchEvent, WatchSummary};
 use super::pump::Pump;
@@ -106,6 +107,7 @@ impl Watcher {
             rescans: AtomicU64::new(0),
             watching: (Mutex::new(false), Condvar::new()),
             session: Mutex::new(session.clone()),
+            deletions: Mutex::new(crate::outcome::Counts::default()),
         });
         let (raw_tx, raw_rx) = bounded::<Raw>(config.queue_capacity);
         let (ctl_tx, ctl_rx) = unbounded::<Ctl>();
@@ -166,6 +168,7 @@ impl Watcher {
             settle: config.settle,
             open_timeout: config.open_timeout,
             seen_capacity: 131_072,
+            deletions: config.deletions,
         };
         let tracker = Tracker::new(
             rules,
@@ -184,6 +187,12 @@ impl Watcher {
             ctl: ctl_tx,
             shared: Arc::clone(&shared),
             max_queued: config.max_queued,
+            deleter: Deleter {
+                ws: ws.clone(),
+                shared: Arc::clone(&shared),
+                events: events_tx.clone(),
+                again: Vec::new(),
+            },
         };
         let committer = commit::Committer {
             ws: ws.clone(),
@@ -213,7 +222,14 @@ impl Watcher {
                 .name("intake-watch-commit".into())
                 .spawn(move || {
                     let _guard = tracing::dispatcher::set_default(&dispatch);
-                    let r = committer.run(session);
+                    let r = committer.run(session).map(|mut summary| {
+                        let d = shared2.deletion_counts();
+                        let c = &mut summary.counts;
+                        c.deleted += d.deleted;
+                        c.unchanged += d.unchanged;
+                        c.failed += d.failed;
+                        summary
+                    });
                     // Whatever ended the committer ends the rest.
                     shared2.stop.store(true, Ordering::SeqCst);
                     shared2.shutdown.store(true, Ordering::SeqCst);

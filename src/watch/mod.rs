@@ -62,6 +62,7 @@
 mod backend;
 mod commit;
 mod config;
+mod delete;
 mod error;
 mod event;
 mod handle;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, Sender};
 
 use super::backend::{self, Ctl, Found, Raw, ScanKind};
+use super::delete::Deleter;
 use super::error::WatchError;
 use super::ready::{Action, Done, FsProbe, Tracker};
 use super::shared::Shared;
@@ -34,6 +35,7 @@ pub(crate) struct Pump {
     pub(crate) ctl: Sender<Ctl>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) max_queued: usize,
+    pub(crate) deleter: Deleter,
 }
 
 impl Pump {
@@ -47,6 +49,10 @@ impl Pump {
             }
             let now = Instant::now();
             self.tracker.tick(now);
+            let gone: Vec<_> = std::iter::from_fn(|| self.tracker.pop_deleted()).collect();
+            if !gone.is_empty() || !self.deleter.again.is_empty() {
+                self.deleter.delete(gone);
+            }
             if pending.is_none() {
                 pending = self.next_item();
             }

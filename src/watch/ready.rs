@@ -299,6 +299,9 @@ pub(crate) struct Rules {
     pub open_timeout: Duration,
     /// Paths remembered as finished (two generations of this many).
     pub seen_capacity: usize,
+    /// Whether a path removed (or moved away) and not back within the
+    /// settle window is reported by [`Tracker::pop_deleted`].
+    pub deletions: bool,
 }
 
 /// The readiness state of every path in play.
@@ -313,6 +316,11 @@ pub(crate) struct Tracker<P> {
     seen: Seen,
     /// Watched roots and their identity at start.
     roots: Vec<(PathBuf, Option<(u64, u64)>)>,
+    /// Paths removed, waiting out the settle window (with their timer).
+    gone: HashMap<PathBuf, u64>,
+    /// Paths removed for good: files or folders to delete from the
+    /// workspace.
+    deleted: VecDeque<PathBuf>,
 }
 
 impl<P: Probe> Tracker<P> {
@@ -337,6 +345,22 @@ impl<P: Probe> Tracker<P> {
                 ..Seen::default()
             },
             roots,
+            gone: HashMap::new(),
+            deleted: VecDeque::new(),
+        }
+    }
+
+    /// The next path removed for good (only with [`Rules::deletions`]).
+    pub(crate) fn pop_deleted(&mut self) -> Option<PathBuf> {
+        self.deleted.pop_front()
+    }
+
+    /// A path removed or moved away: unless it is back within the settle
+    /// window (a save by rename), it is deleted.
+    fn gone(&mut self, path: &Path, now: Instant) {
+        if self.rules.deletions {
+            let id = self.timer(now + self.rules.settle, path);
+            self.gone.insert(path.to_path_buf(), id);
         }
     }
 
@@ -384,14 +408,14 @@ impl<P: Probe> Tracker<P> {
             EventKind::Modify(ModifyKind::Name(_)) => {}
             EventKind::Modify(ModifyKind::Metadata(_)) => self.attrib(path),
             EventKind::Modify(_) => self.written(path, now),
-            EventKind::Remove(kind) => self.removed(path, *kind == RemoveKind::Folder, out),
+            EventKind::Remove(kind) => self.removed(path, *kind == RemoveKind::Folder, now, out),
             EventKind::Any | EventKind::Other => {}
         }
     }
 
     fn on_poll(&mut self, ev: &Event, path: &Path, now: Instant, out: &mut Vec<Action>) {
         match &ev.kind {
-            EventKind::Remove(_) => self.removed(path, true, out),
+            EventKind::Remove(_) => self.removed(path, true, now, out),
             EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any => {
                 match self.probe.stat(path) {
                     // The poll watcher walks new folders by itself.
@@ -545,6 +569,14 @@ impl<P: Probe> Tracker<P> {
             let Some(Reverse((_, _, path))) = self.timers.pop() else {
                 break;
             };
+            if self.gone.get(&path) == Some(&id) {
+                self.gone.remove(&path);
+                // Back meanwhile: its events tell what to do with it.
+                if self.probe.stat(&path).is_none() {
+                    self.deleted.push_back(path);
+                }
+                continue;
+            }
             match self.states.get(&path) {
                 Some(St::Settle { timer, .. } | St::Open { timer, .. }) if *timer == id => {
                     self.fire(path, now);
@@ -685,6 +717,7 @@ impl<P: Probe> Tracker<P> {
         self.forget_under(path);
         self.seen.remove(path);
         self.renames.insert(cookie, Rename { was_open, at: now });
+        self.gone(path, now);
     }
 
     fn renamed_to(
@@ -718,13 +751,14 @@ impl<P: Probe> Tracker<P> {
         }
     }
 
-    fn removed(&mut self, path: &Path, maybe_dir: bool, out: &mut Vec<Action>) {
+    fn removed(&mut self, path: &Path, maybe_dir: bool, now: Instant, out: &mut Vec<Action>) {
         self.check_root(path, out);
         self.states.remove(path);
         self.seen.remove(path);
         if maybe_dir {
             self.forget_under(path);
         }
+        self.gone(path, now);
     }
 
     /// A root removed or moved away ends the watch: nothing more would be
@@ -940,6 +974,7 @@ mod tests {
             settle: SETTLE,
             open_timeout: Duration::from_secs(300),
             seen_capacity: 1000,
+            deletions: false,
         }
     }
 

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::error::WatchError;
+use crate::outcome::{Counts, FileReport};
 use crate::session::Session;
 
 /// State shared by the watcher's threads and its handle.
@@ -16,6 +17,8 @@ pub(crate) struct Shared {
     pub(crate) rescans: AtomicU64,
     pub(crate) watching: (Mutex<bool>, Condvar),
     pub(crate) session: Mutex<Session>,
+    /// The outcomes of the deletions made for removed files (`--delete`).
+    pub(crate) deletions: Mutex<Counts>,
 }
 
 impl Shared {
@@ -47,5 +50,24 @@ impl Shared {
 
     pub(crate) fn set_session(&self, s: &Session) {
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = s.clone();
+    }
+
+    pub(crate) fn current_session(&self) -> Session {
+        self.session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn add_deletion(&self, r: &FileReport) {
+        self.deletions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(r);
+    }
+
+    /// The deletions' counts so far.
+    pub(crate) fn deletion_counts(&self) -> Counts {
+        *self.deletions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

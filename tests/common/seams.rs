@@ -151,8 +151,8 @@ struct HookedTxn<'a, H: IndexHooks> {
 // `check_integrity` is left to the trait's default (it checks nothing), as
 // in the hand-written wrappers this replaces.
 impl<H: IndexHooks> Index for HookedIndex<H> {
-    fn create_session(&self, session: &Session) -> Result<(), StoreError> {
-        self.inner.create_session(session)
+    fn create_session(&self, session: &Session, reverts: Option<Uuid>) -> Result<(), StoreError> {
+        self.inner.create_session(session, reverts)
     }
     fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
         self.inner.session(id)
@@ -172,6 +172,9 @@ impl<H: IndexHooks> Index for HookedIndex<H> {
     fn sources_in(&self, dir: &Path) -> Result<Vec<KnownSource>, StoreError> {
         self.inner.sources_in(dir)
     }
+    fn sources_under(&self, path: &Path) -> Result<Vec<SourceRecord>, StoreError> {
+        self.inner.sources_under(path)
+    }
     fn begin(&self, durable: bool) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
         let state = self.hooks.begin(durable)?;
         Ok(Box::new(HookedTxn {
@@ -186,6 +189,17 @@ impl<H: IndexHooks> Index for HookedIndex<H> {
         visit: &mut dyn FnMut(Entry) -> bool,
     ) -> Result<(), StoreError> {
         self.inner.list(prefix, visit)
+    }
+    fn list_at(
+        &self,
+        prefix: Option<&str>,
+        at: DateTime<Utc>,
+        visit: &mut dyn FnMut(Entry) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.list_at(prefix, at, visit)
+    }
+    fn history_horizon(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.inner.history_horizon()
     }
     fn history(&self, name: &str) -> Result<Vec<Entry>, StoreError> {
         self.inner.history(name)

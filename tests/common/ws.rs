@@ -182,6 +182,7 @@ pub fn status(
         overwritten,
         unchanged,
         kept,
+        deleted: 0,
         bytes,
     }
 }
