@@ -323,3 +323,126 @@ fn decide_batch<'b>(
     }
     Ok((reports, writes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+
+    fn v(version: u64, content: &[u8], session: u128, deleted: bool) -> Entry {
+        Entry {
+            name: "n".into(),
+            hash: Hash::of(content),
+            size: content.len() as u64,
+            meta: None,
+            session_id: Uuid::from_u128(session),
+            ingested_at: DateTime::UNIX_EPOCH,
+            version,
+            replaced_at: None,
+            deleted,
+        }
+    }
+
+    /// Every change against every kind of current version.
+    #[test]
+    fn the_whole_table() {
+        let a = v(1, b"a", 1, false);
+        let b = v(2, b"b", 2, false);
+        let gone = v(3, b"b", 3, true);
+        let become_a = |expect| Want::Become {
+            target: Some(a.clone()),
+            expect,
+        };
+        let become_none = |expect| Want::Become {
+            target: None,
+            expect,
+        };
+        let hold_b = Want::DeleteIf {
+            hash: b.hash,
+            meta: None,
+        };
+        use Step::*;
+        let cases: Vec<(Want, [Step<'_>; 3])> = vec![
+            // current:         none,      b (v2),       deleted (v3)
+            (Want::Delete, [NotFound, Delete(&b), NotFound]),
+            (hold_b.clone(), [Skip, Delete(&b), Skip]),
+            (
+                become_a(None),
+                [
+                    Write {
+                        content: &a,
+                        over: None,
+                    },
+                    Write {
+                        content: &a,
+                        over: Some(&b),
+                    },
+                    Write {
+                        content: &a,
+                        over: None,
+                    },
+                ],
+            ),
+            (become_none(None), [Unchanged, Delete(&b), Unchanged]),
+            (
+                become_a(Some(2)),
+                [
+                    Conflict,
+                    Write {
+                        content: &a,
+                        over: Some(&b),
+                    },
+                    Conflict,
+                ],
+            ),
+            (become_none(Some(3)), [Conflict, Conflict, Unchanged]),
+            (Want::Gone("gc".into()), [NotFound, NotFound, NotFound]),
+        ];
+        for (want, row) in &cases {
+            let got = [
+                step(want, None),
+                step(want, Some(&b)),
+                step(want, Some(&gone)),
+            ];
+            assert_eq!(&got, row, "{want:?}");
+        }
+        // The name already holds the target.
+        assert_eq!(step(&become_a(None), Some(&a)), Unchanged);
+    }
+
+    #[test]
+    fn a_revert_asks_for_what_was_there_before_the_sessions_first_version() {
+        let s = 7u128;
+        // v1 by 1, v2 and v3 by s, v4 by 9: changed since.
+        let h = vec![
+            v(4, b"d", 9, false),
+            v(3, b"c", s, false),
+            v(2, b"b", s, false),
+            v(1, b"a", 1, false),
+        ];
+        let want = revert_want(Uuid::from_u128(s), &h, false);
+        assert_eq!(
+            want,
+            Some(Want::Become {
+                target: Some(h[3].clone()),
+                expect: Some(3),
+            })
+        );
+        let forced = revert_want(Uuid::from_u128(s), &h, true);
+        assert!(matches!(forced, Some(Want::Become { expect: None, .. })));
+        // Created by the session: reverted to absent.
+        let created = revert_want(Uuid::from_u128(1), &h[3..], false);
+        assert_eq!(
+            created,
+            Some(Want::Become {
+                target: None,
+                expect: Some(1),
+            })
+        );
+        // Not written by the session at all.
+        assert_eq!(revert_want(Uuid::from_u128(42), &h, false), None);
+        // The version before it collected by gc.
+        let gone = revert_want(Uuid::from_u128(s), &h[..3], false);
+        assert!(matches!(gone, Some(Want::Gone(_))), "{gone:?}");
+    }
+}

@@ -2,8 +2,8 @@
 //! storage backends (an [`Index`] and a [`BlobStore`]) must pass, through
 //! the library's public API only.
 //!
-//! - the write-mode table against a sequential model (proptest), at
-//!   parallelism 1 and 4;
+//! - the write-mode table, deletions, restores and session reverts against
+//!   a sequential model (proptest), at parallelism 1 and 4;
 //! - FAIL, OVERWRITE and KEEP sessions racing over the same names from
 //!   independent handles, each with connections of its own;
 //! - a session expiring in the middle of a run;
@@ -201,16 +201,28 @@ fn meta(i: usize) -> Option<Meta> {
     METAS[i].map(|m| Meta::parse(m.as_bytes()).unwrap().unwrap())
 }
 
-/// A run: its session's mode and its items (name, content, metadata,
-/// read from a file rather than given as bytes).
-type RunSpec = (WriteMode, Vec<(usize, usize, usize, bool)>);
+/// An ingest run's items: (name, content, metadata, read from a file
+/// rather than given as bytes).
+type RunItems = Vec<(usize, usize, usize, bool)>;
+
+/// One step of a case, each in a session of its own.
+#[derive(Debug, Clone)]
+enum Op {
+    /// An ingest run in this mode.
+    Ingest(WriteMode, RunItems),
+    /// `files rm` of these names.
+    Delete(Vec<usize>),
+    /// `files restore` of a name's version.
+    Restore(usize, u64),
+    /// `session revert` of the session of an earlier step (its index,
+    /// modulo the steps before), forced or not.
+    Revert(usize, bool),
+}
 
 #[derive(Debug, Clone)]
 struct ModelCase {
     threshold: u64,
-    /// Runs, each in a new session: its mode and its items (name, content,
-    /// metadata).
-    runs: Vec<RunSpec>,
+    ops: Vec<Op>,
 }
 
 fn model_case() -> impl Strategy<Value = ModelCase> {
@@ -220,65 +232,228 @@ fn model_case() -> impl Strategy<Value = ModelCase> {
         Just(WriteMode::Fail)
     ];
     let item = (0..NAMES.len(), 0..4usize, 0..METAS.len(), any::<bool>());
-    let run = (mode, prop::collection::vec(item, 0..8));
+    let op = prop_oneof![
+        4 => (mode, prop::collection::vec(item, 0..8)).prop_map(|(m, i)| Op::Ingest(m, i)),
+        1 => prop::collection::vec(0..NAMES.len(), 1..4).prop_map(Op::Delete),
+        1 => (0..NAMES.len(), 1..5u64).prop_map(|(n, v)| Op::Restore(n, v)),
+        1 => (0..8usize, any::<bool>()).prop_map(|(k, f)| Op::Revert(k, f)),
+    ];
     (
         prop_oneof![Just(0u64), Just(16), Just(64 * 1024)],
-        prop::collection::vec(run, 1..5),
+        prop::collection::vec(op, 1..7),
     )
-        .prop_map(|(threshold, runs)| ModelCase { threshold, runs })
+        .prop_map(|(threshold, ops)| ModelCase { threshold, ops })
 }
 
-/// What the case should give: each run's outcomes, then every name's
-/// history and every session's counters. The table is spelled out here,
+/// One version in the model: (version, hash, meta, deleted, the step
+/// whose session wrote it).
+type ModelVersion = (u64, Hash, Option<String>, bool, usize);
+/// Every name with its history, newest first.
+type ModelVersions = BTreeMap<String, Vec<ModelVersion>>;
+/// Each session's counters: ingested, overwritten, unchanged, kept,
+/// deleted, failed, bytes.
+type Counters = [u64; 7];
+
+/// What a change asks of a name in the model: a target (`None`: absent),
+/// and the version the name must still be at.
+struct ModelWant {
+    target: Option<(Hash, Option<String>)>,
+    expect: Option<u64>,
+    /// A plain delete: an absent name fails `not_found`.
+    delete: bool,
+}
+
+/// Applies one change to a name's history; the outcome.
+fn model_change(
+    history: &mut Vec<ModelVersion>,
+    want: &ModelWant,
+    step: usize,
+) -> (Outcome, Option<Reason>) {
+    let now = history.first().cloned();
+    let live = now.clone().filter(|v| !v.3);
+    if want.expect.is_some() && now.as_ref().map(|v| v.0) != want.expect {
+        return (Outcome::Failed, Some(Reason::Conflict));
+    }
+    let version = now.as_ref().map_or(1, |v| v.0 + 1);
+    match (&want.target, live) {
+        (None, None) if want.delete => (Outcome::Failed, Some(Reason::NotFound)),
+        (None, None) => (Outcome::Unchanged, None),
+        (None, Some(l)) => {
+            history.insert(0, (version, l.1, l.2, true, step));
+            (Outcome::Deleted, None)
+        }
+        (Some((h, m)), Some(l)) if l.1 == *h && l.2 == *m => (Outcome::Unchanged, None),
+        (Some((h, m)), l) => {
+            history.insert(0, (version, *h, m.clone(), false, step));
+            if l.is_some() {
+                (Outcome::Overwritten, None)
+            } else {
+                (Outcome::Ingested, None)
+            }
+        }
+    }
+}
+
+fn count(c: &mut Counters, outcome: Outcome, bytes: u64) {
+    let slot = match outcome {
+        Outcome::Ingested => 0,
+        Outcome::Overwritten => 1,
+        Outcome::Unchanged => 2,
+        Outcome::Kept => 3,
+        Outcome::Deleted => 4,
+        _ => 5,
+    };
+    c[slot] += 1;
+    if slot < 4 {
+        c[6] += bytes;
+    }
+}
+
+/// What the case should give: each step's outcomes, then every name's
+/// history and every session's counters. The tables are spelled out here,
 /// not taken from the engine.
-fn model(case: &ModelCase) -> (Vec<Got>, Versions, Vec<[u64; 6]>) {
-    let mut names: Versions = BTreeMap::new();
-    let mut runs = Vec::new();
+fn model(case: &ModelCase) -> (Vec<Got>, ModelVersions, Vec<Counters>) {
+    let mut names: ModelVersions = BTreeMap::new();
+    let mut steps: Vec<Got> = Vec::new();
     let mut counts = Vec::new();
-    for (mode, items) in &case.runs {
+    for (i, op) in case.ops.iter().enumerate() {
         let mut got = Vec::new();
-        let mut c = [0u64; 6];
-        for &(n, ci, mi, _) in items {
-            let data = content(ci);
-            let (hash, m) = (Hash::of(&data), meta(mi).map(|m| m.as_str().to_owned()));
-            let history = names.entry(NAMES[n].to_owned()).or_default();
-            let (outcome, reason) = match history.first() {
-                None => (Outcome::Ingested, None),
-                Some((_, h, hm)) if *h == hash && *hm == m => (Outcome::Unchanged, None),
-                Some(_) => match mode {
-                    WriteMode::Keep => (Outcome::Kept, None),
-                    WriteMode::Overwrite => (Outcome::Overwritten, None),
-                    WriteMode::Fail => (Outcome::Failed, Some(Reason::Conflict)),
-                },
-            };
-            if matches!(outcome, Outcome::Ingested | Outcome::Overwritten) {
-                let version = history.first().map_or(1, |v| v.0 + 1);
-                history.insert(0, (version, hash, m));
+        let mut c = [0u64; 7];
+        match op {
+            Op::Ingest(mode, items) => {
+                for &(n, ci, mi, _) in items {
+                    let data = content(ci);
+                    let (hash, m) = (Hash::of(&data), meta(mi).map(|m| m.as_str().to_owned()));
+                    let history = names.entry(NAMES[n].to_owned()).or_default();
+                    let live = history.first().filter(|v| !v.3);
+                    let (outcome, reason) = match live {
+                        None => (Outcome::Ingested, None),
+                        Some(v) if v.1 == hash && v.2 == m => (Outcome::Unchanged, None),
+                        Some(_) => match mode {
+                            WriteMode::Keep => (Outcome::Kept, None),
+                            WriteMode::Overwrite => (Outcome::Overwritten, None),
+                            WriteMode::Fail => (Outcome::Failed, Some(Reason::Conflict)),
+                        },
+                    };
+                    if matches!(outcome, Outcome::Ingested | Outcome::Overwritten) {
+                        let version = history.first().map_or(1, |v| v.0 + 1);
+                        history.insert(0, (version, hash, m, false, i));
+                    }
+                    count(&mut c, outcome, data.len() as u64);
+                    got.push((NAMES[n].to_owned(), outcome, reason));
+                }
             }
-            let slot = match outcome {
-                Outcome::Ingested => 0,
-                Outcome::Overwritten => 1,
-                Outcome::Unchanged => 2,
-                Outcome::Kept => 3,
-                _ => 4,
-            };
-            c[slot] += 1;
-            if slot != 4 {
-                c[5] += data.len() as u64;
+            Op::Delete(ns) => {
+                for &n in ns {
+                    let history = names.entry(NAMES[n].to_owned()).or_default();
+                    let want = ModelWant {
+                        target: None,
+                        expect: None,
+                        delete: true,
+                    };
+                    let (outcome, reason) = model_change(history, &want, i);
+                    count(&mut c, outcome, 0);
+                    got.push((NAMES[n].to_owned(), outcome, reason));
+                }
             }
-            got.push((NAMES[n].to_owned(), outcome, reason));
+            Op::Restore(n, v) => {
+                let history = names.entry(NAMES[*n].to_owned()).or_default();
+                if let Some(t) = history.iter().find(|x| x.0 == *v).cloned() {
+                    let want = ModelWant {
+                        target: (!t.3).then(|| (t.1, t.2.clone())),
+                        expect: None,
+                        delete: false,
+                    };
+                    let (outcome, reason) = model_change(history, &want, i);
+                    let bytes = history
+                        .first()
+                        .filter(|x| !x.3)
+                        .map_or(0, |x| size_of(&x.1));
+                    count(&mut c, outcome, bytes);
+                    got.push((NAMES[*n].to_owned(), outcome, reason));
+                }
+            }
+            Op::Revert(k, force) if i > 0 => {
+                let k = k % i;
+                // The names step k changed, in the order it changed them.
+                let mut changed: Vec<String> = Vec::new();
+                for (name, outcome, _) in &steps[k] {
+                    if matches!(
+                        outcome,
+                        Outcome::Ingested | Outcome::Overwritten | Outcome::Deleted
+                    ) && !changed.contains(name)
+                    {
+                        changed.push(name.clone());
+                    }
+                }
+                for name in changed {
+                    let history = names.entry(name.clone()).or_default();
+                    let mine: Vec<u64> = history.iter().filter(|v| v.4 == k).map(|v| v.0).collect();
+                    let (Some(&last), Some(&first)) = (mine.iter().max(), mine.iter().min()) else {
+                        continue;
+                    };
+                    let target = history
+                        .iter()
+                        .find(|v| v.0 == first - 1)
+                        .filter(|v| !v.3)
+                        .map(|v| (v.1, v.2.clone()));
+                    let want = ModelWant {
+                        target,
+                        expect: (!force).then_some(last),
+                        delete: false,
+                    };
+                    let (outcome, reason) = model_change(history, &want, i);
+                    let bytes = match outcome {
+                        Outcome::Ingested | Outcome::Overwritten | Outcome::Unchanged => history
+                            .first()
+                            .filter(|x| !x.3)
+                            .map_or(0, |x| size_of(&x.1)),
+                        _ => 0,
+                    };
+                    count(&mut c, outcome, bytes);
+                    got.push((name, outcome, reason));
+                }
+            }
+            Op::Revert(..) => {}
         }
         names.retain(|_, v| !v.is_empty());
-        runs.push(got);
+        steps.push(got);
         counts.push(c);
     }
-    (runs, names, counts)
+    (steps, names, counts)
+}
+
+/// The size of the model's content with this hash.
+fn size_of(h: &Hash) -> u64 {
+    (0..4)
+        .map(content)
+        .find(|c| Hash::of(c) == *h)
+        .map_or(0, |c| c.len() as u64)
+}
+
+/// Every name of `NAMES` with its whole history (deletions included),
+/// each version's session given as the step that made it.
+fn model_versions(ws: &Workspace, step_of: &BTreeMap<uuid::Uuid, usize>) -> ModelVersions {
+    NAMES
+        .iter()
+        .filter_map(|n| {
+            let h = ws.history(n).ok()?;
+            let v = h
+                .into_iter()
+                .map(|e| (e.version, e.hash, e.meta, e.deleted, step_of[&e.session_id]))
+                .collect();
+            Some(((*n).to_owned(), v))
+        })
+        .collect()
 }
 
 /// Plays `case` on a fresh store of `B`. A file item comes from a pool
 /// where each (name, content) has a path of its own, so that the quick
 /// check (the index's source records) takes part.
-fn play<B: Backend>(case: &ModelCase, parallelism: usize) -> (Vec<Got>, Versions, Vec<[u64; 6]>) {
+fn play<B: Backend>(
+    case: &ModelCase,
+    parallelism: usize,
+) -> (Vec<Got>, ModelVersions, Vec<Counters>) {
     let b = B::fresh().unwrap();
     let pool = tempfile::tempdir().unwrap();
     let path = |n: usize, c: usize| pool.path().join(format!("n{n}_c{c}"));
@@ -289,28 +464,103 @@ fn play<B: Backend>(case: &ModelCase, parallelism: usize) -> (Vec<Got>, Versions
     }
     let clock = ManualClock::new(t0());
     let ws = plain(&b, &clock, case.threshold);
-    let mut runs = Vec::new();
-    let mut sessions = Vec::new();
-    for (mode, items) in &case.runs {
-        let s = session(&ws, *mode, Lifetime::Forever);
-        let items = items
-            .iter()
-            .map(|&(n, c, m, from_path)| {
-                let name = Name::new(NAMES[n]).unwrap();
-                let item = if from_path {
-                    Item::path(name, path(n, c))
-                } else {
-                    Item::bytes(name, content(c))
+    let mut steps = Vec::new();
+    let mut sessions: Vec<uuid::Uuid> = Vec::new();
+    for (i, op) in case.ops.iter().enumerate() {
+        // Each step a microsecond after the last: the history's times
+        // tell the steps apart.
+        clock.advance(Duration::microseconds(1));
+        let (id, reports) = match op {
+            Op::Ingest(mode, items) => {
+                let s = session(&ws, *mode, Lifetime::Forever);
+                let items = items
+                    .iter()
+                    .map(|&(n, c, m, from_path)| {
+                        let name = Name::new(NAMES[n]).unwrap();
+                        let item = if from_path {
+                            Item::path(name, path(n, c))
+                        } else {
+                            Item::bytes(name, content(c))
+                        };
+                        item.with_meta(meta(m))
+                    })
+                    .collect();
+                (s.session_id, run_items(&ws, &s, items, parallelism))
+            }
+            Op::Delete(ns) => {
+                let s = session(&ws, WriteMode::Keep, Lifetime::Forever);
+                let names: Vec<&str> = ns.iter().map(|&n| NAMES[n]).collect();
+                (s.session_id, ws.delete(&s, &names).unwrap())
+            }
+            Op::Restore(n, v) => {
+                let s = session(&ws, WriteMode::Keep, Lifetime::Forever);
+                let r = match ws.restore(&s, NAMES[*n], *v) {
+                    Ok(r) => vec![r],
+                    Err(intake::Error::VersionNotFound { .. } | intake::Error::NameNotFound(_)) => {
+                        vec![]
+                    }
+                    Err(e) => panic!("restore: {e}"),
                 };
-                item.with_meta(meta(m))
-            })
-            .collect();
-        runs.push(outcomes(&run_items(&ws, &s, items, parallelism)));
-        sessions.push(s);
+                (s.session_id, r)
+            }
+            Op::Revert(k, force) if i > 0 => {
+                let opts = intake::workspace::RevertOptions {
+                    force: *force,
+                    dry_run: false,
+                };
+                let done = ws.revert_session(sessions[k % i], opts, user()).unwrap();
+                let rec = ws.session(done.session.session_id).unwrap();
+                assert_eq!(rec.reverts, Some(sessions[k % i]));
+                (done.session.session_id, done.files)
+            }
+            Op::Revert(..) => {
+                let s = session(&ws, WriteMode::Keep, Lifetime::Forever);
+                (s.session_id, vec![])
+            }
+        };
+        if ws.session(id).unwrap().closed_at.is_none() {
+            ws.close_session(id).unwrap();
+        }
+        steps.push(outcomes(&reports));
+        sessions.push(id);
     }
     let report = ws.verify().unwrap();
     assert!(report.is_sound(), "{report:?}");
-    (runs, versions(&ws), counters(&ws, &sessions))
+    let step_of: BTreeMap<uuid::Uuid, usize> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i))
+        .collect();
+    let counters = sessions
+        .iter()
+        .map(|id| {
+            let i = ws.session(*id).unwrap().ingestion;
+            [
+                i.ingested,
+                i.overwritten,
+                i.unchanged,
+                i.kept,
+                i.deleted,
+                i.failed_files,
+                i.bytes,
+            ]
+        })
+        .collect();
+    // A deleted name is not listed.
+    let mut listed = Vec::new();
+    ws.list(None, |e| {
+        listed.push(e.name);
+        true
+    })
+    .unwrap();
+    let versions = model_versions(&ws, &step_of);
+    let live: Vec<String> = versions
+        .iter()
+        .filter(|(_, h)| h.first().is_some_and(|v| !v.3))
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(listed, live, "list shows exactly the names not deleted");
+    (steps, versions, counters)
 }
 
 fn model_matches<B: Backend>(parallelism: usize) {

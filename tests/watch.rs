@@ -1314,3 +1314,96 @@ fn bench_burst_drain_through_overflow() {
         drain.as_secs_f64() / peer.as_secs_f64()
     );
 }
+
+/// `--delete`: a file removed from the watched folder (or a folder moved
+/// out of it) becomes deletions of what it was ingested as; a file saved
+/// by renaming (moved aside, then written again) is not deleted; a name
+/// that another file has written since is left alone. Without the option,
+/// nothing is deleted.
+#[test]
+fn with_delete_a_removed_file_is_deleted_and_a_save_by_rename_is_not() {
+    let d = Inbox::new();
+    d.write("gone.txt", "g");
+    d.write("doc.txt", "v1");
+    d.write("sub/a.txt", "a");
+    d.write("sub/b.txt", "b");
+    d.write("kept.txt", "k");
+    d.write("other.txt", "from the folder");
+    let ws = d.workspace();
+    let config = d
+        .config(WriteMode::Overwrite)
+        .settle(Duration::from_millis(200))
+        .delete(true);
+    let w = Running::start(ws.clone(), config);
+    w.wait_files(6);
+    // Another writer replaces what other.txt was ingested as.
+    let s = ws
+        .create_session(&CreateSession::new(WriteMode::Overwrite), user())
+        .unwrap();
+    let item = intake::Item::bytes(
+        intake::Name::new("other.txt").unwrap(),
+        b"elsewhere".to_vec(),
+    );
+    ws.ingest(&s).run(vec![item], |_| {}).unwrap();
+
+    std::fs::remove_file(d.path("gone.txt")).unwrap();
+    std::fs::remove_file(d.path("other.txt")).unwrap();
+    // A save by rename, as editors do it.
+    std::fs::rename(d.path("doc.txt"), d.path("doc.txt~")).unwrap();
+    d.write("doc.txt", "v2");
+    // A whole folder moved out.
+    std::fs::rename(d.path("sub"), d.root().join("moved-away")).unwrap();
+    let deleted = |e: &[WatchEvent]| {
+        files(e)
+            .iter()
+            .filter(|r| r.outcome == Outcome::Deleted)
+            .count()
+    };
+    w.wait_for("3 deletions", |e| deleted(e) >= 3);
+    w.wait_for("doc.txt overwritten", |e| {
+        files(e)
+            .iter()
+            .any(|r| r.name == "doc.txt" && r.outcome == Outcome::Overwritten)
+    });
+    let (result, evs) = w.finish();
+    let summary = result.unwrap();
+    let mut gone: Vec<(String, Option<PathBuf>)> = files(&evs)
+        .into_iter()
+        .filter(|r| r.outcome == Outcome::Deleted)
+        .map(|r| (r.name, r.source))
+        .collect();
+    gone.sort();
+    assert_eq!(
+        gone,
+        [
+            ("gone.txt".to_owned(), Some(d.path("gone.txt"))),
+            ("sub/a.txt".to_owned(), Some(d.path("sub/a.txt"))),
+            ("sub/b.txt".to_owned(), Some(d.path("sub/b.txt"))),
+        ],
+        "{}",
+        show(&evs)
+    );
+    assert_eq!(summary.counts.deleted, 3);
+    assert_eq!(
+        index(&ws).keys().collect::<Vec<_>>(),
+        ["doc.txt", "kept.txt", "other.txt"]
+    );
+    assert_eq!(content(&ws, "doc.txt"), b"v2");
+    assert_eq!(content(&ws, "other.txt"), b"elsewhere");
+    let h = ws.history("gone.txt").unwrap();
+    assert!(h[0].deleted && h[0].session_id == summary.sessions[0]);
+
+    // Off (the default): a removal changes nothing.
+    let w = Running::start(ws.clone(), d.config(WriteMode::Overwrite));
+    w.wait_files(2);
+    std::fs::remove_file(d.path("kept.txt")).unwrap();
+    // (other.txt is gone from the folder: the name stays, as before.)
+    d.write("marker.txt", "m");
+    w.wait_for("the marker", |e| {
+        files(e).iter().any(|r| r.name == "marker.txt")
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let (result, evs) = w.finish();
+    assert_eq!(result.unwrap().counts.deleted, 0, "{}", show(&evs));
+    assert!(ws.current("kept.txt").unwrap().is_some());
+}

@@ -1424,4 +1424,72 @@ mod tests {
         t.tick(t0 + Duration::from_millis(600));
         assert_eq!(drain(&mut t), ["/r/f"]);
     }
+
+    fn deleted<P: Probe>(t: &mut Tracker<P>) -> Vec<String> {
+        std::iter::from_fn(|| t.pop_deleted())
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// With deletions on: a file removed, or moved away, and not back
+    /// within the settle window is deleted; one saved by renaming (moved
+    /// aside, written again under its name) is not; without deletions,
+    /// nothing is.
+    #[test]
+    fn a_path_gone_for_the_settle_window_is_deleted_and_a_save_by_rename_is_not() {
+        let fs = Fake::default();
+        fs.put("/r", Kind::Dir, 0, 0, 2);
+        let mut t = Tracker::new(
+            Rules {
+                deletions: true,
+                ..rules(Mode::Inotify)
+            },
+            &fs,
+            &[PathBuf::from("/r")],
+        );
+        let t0 = Instant::now();
+        let from = |p: &str, c| {
+            ev(EventKind::Modify(ModifyKind::Name(RenameMode::From)), p).set_tracker(c)
+        };
+        let to =
+            |p: &str, c| ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), p).set_tracker(c);
+        let removed = EventKind::Remove(RemoveKind::File);
+
+        // Removed for good.
+        fs.file("/r/gone", 1);
+        fs.files.borrow_mut().remove(Path::new("/r/gone"));
+        feed(&mut t, t0, &[ev(removed, "/r/gone")]);
+        // Saved by rename: moved aside, then written again.
+        fs.file("/r/doc", 1);
+        fs.rename("/r/doc", "/r/doc~");
+        feed(&mut t, t0, &[from("/r/doc", 1), to("/r/doc~", 1)]);
+        fs.file("/r/doc", 2);
+        feed(
+            &mut t,
+            t0 + Duration::from_millis(100),
+            &[ev(CREATE, "/r/doc")],
+        );
+        // Moved out of the watched folders.
+        fs.file("/r/away", 1);
+        fs.files.borrow_mut().remove(Path::new("/r/away"));
+        feed(&mut t, t0, &[from("/r/away", 2)]);
+
+        t.tick(t0 + SETTLE - Duration::from_millis(1));
+        assert!(deleted(&mut t).is_empty(), "not before the window ends");
+        t.tick(t0 + SETTLE + Duration::from_millis(100));
+        let mut got = deleted(&mut t);
+        got.sort();
+        assert_eq!(got, ["/r/away", "/r/gone"].map(String::from));
+        t.tick(t0 + SETTLE * 4);
+        assert!(deleted(&mut t).is_empty(), "each path once");
+
+        // Off by default.
+        let fs = Fake::default();
+        let mut t = tracker(&fs);
+        fs.file("/r/gone", 1);
+        fs.files.borrow_mut().remove(Path::new("/r/gone"));
+        feed(&mut t, t0, &[ev(removed, "/r/gone")]);
+        t.tick(t0 + SETTLE * 4);
+        assert!(deleted(&mut t).is_empty());
+    }
 }

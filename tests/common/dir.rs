@@ -475,6 +475,7 @@ pub const OUTCOMES: &[&str] = &[
     "overwritten",
     "unchanged",
     "kept",
+    "deleted",
     "failed",
     "refused",
 ];
