@@ -1003,3 +1003,152 @@ fn overwrite_kill_short() {
 fn overwrite_kill_long() {
     overwrite_kill(60);
 }
+
+// ---------------------------------------------------------------------------
+// 4. kill -9 during a revert and during an export
+// ---------------------------------------------------------------------------
+
+/// Every file under `dir` (the export's own files aside), with its BLAKE3.
+fn exported(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(dir)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            if rel.starts_with(".intake-export") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let data = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                out.insert(rel, blake3::hash(&data).to_hex().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// A revert killed at a random moment leaves each name with the content it
+/// had or the one the revert brings back, never anything else, with the
+/// names it reported done; `verify` is clean; a forced re-run finishes it.
+/// An export killed at a random moment leaves every file in the folder
+/// whole (the old or the new content of its name); a re-run makes the
+/// folder exactly the workspace.
+fn revert_and_export_kill(iterations: usize) {
+    let base = procs::seed(SEED);
+    let seed = base ^ 0x7265;
+    let d = Dir::new();
+    let names = names(300, seed);
+    let trees = [
+        write_tree(&d.root().join("a"), &names, Sizes::Mixed, seed, 1),
+        write_tree(&d.root().join("b"), &names, Sizes::Mixed, seed, 2),
+    ];
+    let mut rng = Rng::new(seed);
+    d.ingest(&["a"]).assert_code(0);
+    let out = d.root().join("out");
+    let (mut killed, mut torn_checks) = (0, 0);
+    for it in 0..iterations {
+        let ctx = format!("seed {base}, revert/export kill {it}");
+        // The session to revert: everything to b.
+        let r = d.ingest(&["b", "--write-mode", "overwrite"]);
+        r.assert_code(0);
+        let bad = str_field(r.summary(), "session_id");
+
+        // An export of the b state, killed.
+        let at = KillAt::Delay(Duration::from_millis(rng.range(0, 120)));
+        let run = spawn(&d, &["--json", "export", "out"]).kill_at(at);
+        run.assert_killed_or_ok(&ctx);
+        killed += usize::from(run.killed());
+        for (name, hash) in exported(&out) {
+            let ok = [&trees[0], &trees[1]]
+                .iter()
+                .any(|t| t.get(&name).is_some_and(|e| e.blake3 == hash));
+            assert!(ok, "{ctx}: exported {name} is torn");
+            torn_checks += 1;
+        }
+
+        // The revert, killed.
+        let at = if rng.chance(500) {
+            KillAt::Delay(Duration::from_millis(rng.range(0, 150)))
+        } else {
+            KillAt::Lines(rng.range(0, names.len() as u64) as usize)
+        };
+        let run = spawn(&d, &["--json", "session", "revert", &bad]).kill_at(at);
+        run.assert_killed_or_ok(&format!("{ctx}: revert"));
+        killed += usize::from(run.killed());
+        let reported: BTreeSet<String> = run
+            .files()
+            .filter(|f| f["outcome"] == "overwritten")
+            .map(|f| str_field(f, "name"))
+            .collect();
+        assert_verify_clean(&d, &ctx);
+        let ws = library(&d);
+        for n in &names {
+            let got = content_hash(&ws, n, &ctx);
+            assert!(
+                got == trees[0][n].blake3 || got == trees[1][n].blake3,
+                "{ctx}: {n} holds neither its old nor its reverted content"
+            );
+            if reported.contains(n) {
+                assert_eq!(
+                    got, trees[0][n].blake3,
+                    "{ctx}: {n} reported reverted, then lost"
+                );
+            }
+        }
+        // A forced re-run converges: every name back to a.
+        let r = d.run(&["--json", "session", "revert", &bad, "--force"]);
+        r.assert_code(0);
+        for f in &r.files {
+            let n = str_field(f, "name");
+            let outcome = str_field(f, "outcome");
+            let want = if reported.contains(&n) {
+                "unchanged"
+            } else {
+                "overwritten"
+            };
+            // A name the killed run reverted without printing it is unchanged too.
+            assert!(
+                outcome == want || outcome == "unchanged",
+                "{ctx}: {n}: {outcome}"
+            );
+        }
+        let listing = listed(&d);
+        for n in &names {
+            assert_eq!(
+                listing[n].blake3, trees[0][n].blake3,
+                "{ctx}: {n} after the re-run"
+            );
+        }
+        // The export, run to its end: the folder is the workspace.
+        let r = d.run(&["--json", "export", "out"]);
+        r.assert_code(0);
+        let want: BTreeMap<String, String> = names
+            .iter()
+            .map(|n| (n.clone(), trees[0][n].blake3.clone()))
+            .collect();
+        assert_eq!(exported(&out), want, "{ctx}: the export after its re-run");
+        assert!(!out.join(".intake-export.tmp").exists(), "{ctx}");
+    }
+    eprintln!(
+        "revert/export kill: seed {base}, {iterations} rounds, {killed} killed, {torn_checks} exported files checked whole"
+    );
+}
+
+#[test]
+fn revert_and_export_kill_short() {
+    revert_and_export_kill(3);
+}
+
+#[test]
+#[ignore = "long: cargo test --release --test crash -- --ignored revert_and_export_kill_long"]
+fn revert_and_export_kill_long() {
+    revert_and_export_kill(60);
+}

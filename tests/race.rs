@@ -983,3 +983,132 @@ fn readers_never_wait_for_a_long_ingest() {
     );
     assert_verify_clean(&d, "after the readers");
 }
+
+// ---------------------------------------------------------------------------
+// A revert racing an ingest of the same names
+// ---------------------------------------------------------------------------
+
+/// `session revert S2` and an OVERWRITE ingest of the same names, started
+/// at the same moment in two processes, after S1 created the names and S2
+/// overwrote them. For every name, one of the two serial orders explains
+/// what happened:
+///
+/// - revert first: the revert brings back S1's content (`overwritten`),
+///   then the ingest overwrites it; the chain ends S1, S2, revert, ingest;
+/// - ingest first: the ingest overwrites S2's version, so the revert finds
+///   the name changed since and leaves it (`failed conflict`); the chain
+///   ends S1, S2, ingest.
+fn revert_race(rounds: usize) {
+    const N: usize = 1500;
+    let names: Vec<String> = (0..N)
+        .map(|i| format!("d{:02}/f{i:04}.txt", i % 17))
+        .collect();
+    for round in 0..rounds {
+        let d = Dir::new();
+        let seed = procs::seed(SEED) ^ round as u64;
+        let large = |i: usize| if i % 50 == 7 { INLINE_MAX + 1 } else { 0 };
+        let t1 = write_tree(
+            &d.root().join("v1"),
+            &names,
+            seed,
+            |_, n| format!("1{n}"),
+            large,
+        );
+        let t2 = write_tree(
+            &d.root().join("v2"),
+            &names,
+            seed,
+            |_, n| format!("2{n}"),
+            large,
+        );
+        let t3 = write_tree(
+            &d.root().join("v3"),
+            &names,
+            seed,
+            |_, n| format!("3{n}"),
+            large,
+        );
+        let run = |args: &[&str]| {
+            let e = spawn(&d, args).wait(CHILD_TIMEOUT);
+            assert!(e.status.success(), "round {round}: {}", e.context());
+            str_field(e.summary(), "session_id")
+        };
+        let s1 = run(&["--json", "ingest", "v1"]);
+        let s2 = run(&["--json", "ingest", "v2", "--write-mode", "overwrite"]);
+
+        // The revert starts a little later each round, so that it lands
+        // before, inside and after the ingest's batches.
+        let ingest = spawn(&d, &["--json", "ingest", "v3", "--write-mode", "overwrite"]);
+        std::thread::sleep(Duration::from_millis((round as u64 * 4) % 30));
+        let revert = spawn(&d, &["--json", "session", "revert", &s2]);
+        let revert = revert.wait(CHILD_TIMEOUT);
+        let ingest = ingest.wait(CHILD_TIMEOUT);
+        let (r_id, i_id) = (
+            str_field(revert.summary(), "session_id"),
+            str_field(ingest.summary(), "session_id"),
+        );
+        let outcome = |e: &Ended, name: &str| -> String {
+            let f = e
+                .files()
+                .into_iter()
+                .find(|f| f["name"] == name)
+                .unwrap_or_else(|| panic!("round {round}: no line for {name}{}", e.context()));
+            match f["reason"].as_str() {
+                Some(r) => format!("{} {r}", str_field(f, "outcome")),
+                None => str_field(f, "outcome"),
+            }
+        };
+        let after = chains(&d, &names);
+        let mut revert_first = 0;
+        for name in &names {
+            let (r, i) = (outcome(&revert, name), outcome(&ingest, name));
+            assert_eq!(
+                i, "overwritten",
+                "round {round}: {name}: the ingest always writes"
+            );
+            let base = vec![
+                (t1[name].clone(), s1.clone()),
+                (t2[name].clone(), s2.clone()),
+            ];
+            let want = if r == "overwritten" {
+                revert_first += 1;
+                [
+                    base,
+                    vec![
+                        (t1[name].clone(), r_id.clone()),
+                        (t3[name].clone(), i_id.clone()),
+                    ],
+                ]
+                .concat()
+            } else {
+                assert_eq!(r, "failed conflict", "round {round}: {name}");
+                [base, vec![(t3[name].clone(), i_id.clone())]].concat()
+            };
+            assert_eq!(
+                after[name], want,
+                "round {round}: {name}: no serial order explains it"
+            );
+        }
+        let conflicts = N - revert_first;
+        assert_eq!(
+            revert.status.code(),
+            Some(i32::from(conflicts > 0)),
+            "{}",
+            revert.context()
+        );
+        assert_eq!(ingest.status.code(), Some(0), "{}", ingest.context());
+        eprintln!("round {round}: the revert came first for {revert_first} of {N} names");
+        assert_verify_clean(&d, &format!("round {round}"));
+    }
+}
+
+#[test]
+fn revert_racing_an_ingest_short() {
+    revert_race(3);
+}
+
+#[test]
+#[ignore = "long: cargo test --release --test race -- --ignored revert_racing_an_ingest_long"]
+fn revert_racing_an_ingest_long() {
+    revert_race(30);
+}
