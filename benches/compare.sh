@@ -4,7 +4,7 @@
 # the performance targets.
 #
 # Usage:
-#   benches/compare.sh [A] [B] [C] [D]      # default: all; always run in A-D order
+#   benches/compare.sh [A] [B] [C] [D] [E]  # default: all; always run in A-E order
 #   SCALE=0.01 RUNS=3 benches/compare.sh A B # quick smoke test
 #
 # Scenarios:
@@ -17,6 +17,9 @@
 #   D  first ingest of 1,000,000 empty files in 1,000 folders: peak RSS
 #      (GNU time -v), one run; rsync is measured too, for context
 #                                                             target <= 256 MiB
+#   E  export of the workspace of A into a folder that already holds it
+#      (`intake export`, all unchanged) vs an rsync re-run of the same
+#      files `rsync -a src/ dst/`                             target ratio <= 1.0
 #
 # Environment:
 #   INTAKE      path of the intake binary. When unset, the script runs
@@ -70,13 +73,13 @@ declare -A WANT=()
 for arg in "$@"; do
     case "${arg^^}" in
         -H | --HELP) usage; exit 0 ;;
-        A | B | C | D) WANT[${arg^^}]=1 ;;
-        *) die "unknown scenario '$arg' (expected A, B, C or D; see --help)" ;;
+        A | B | C | D | E) WANT[${arg^^}]=1 ;;
+        *) die "unknown scenario '$arg' (expected A, B, C, D or E; see --help)" ;;
     esac
 done
-if ((${#WANT[@]} == 0)); then WANT=([A]=1 [B]=1 [C]=1 [D]=1); fi
+if ((${#WANT[@]} == 0)); then WANT=([A]=1 [B]=1 [C]=1 [D]=1 [E]=1); fi
 SCENARIOS=()
-for s in A B C D; do if [[ -n ${WANT[$s]:-} ]]; then SCENARIOS+=("$s"); fi; done
+for s in A B C D E; do if [[ -n ${WANT[$s]:-} ]]; then SCENARIOS+=("$s"); fi; done
 
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer (got '$RUNS')"
 
@@ -183,7 +186,7 @@ echo
 # Rough space check: a warning only, as intake's workspace overhead is unknown.
 check_space() {
     local bytes=0 inodes=0 avail iavail
-    if [[ -n ${WANT[A]:-}${WANT[B]:-} ]]; then
+    if [[ -n ${WANT[A]:-}${WANT[B]:-}${WANT[E]:-} ]]; then
         bytes=$((bytes + 3 * A_FILES * (A_SIZE + 4096)))
         inodes=$((inodes + 3 * (A_FILES + A_DIRS)))
     fi
@@ -399,6 +402,27 @@ scenario_D() {
     printf 'elapsed ratio intake/rsync: %s (no target)\n' "$(ratio_verdict "$i_s" "$p_s" 1 | cut -d' ' -f1)"
     printf 'target: intake peak RSS <= 256 MiB: %s\n' "$verdict"
     clean_runs "$RUNS_DIR/D"
+}
+
+scenario_E() {
+    ensure_tree small "$A_FILES" "$A_DIRS" "$A_SIZE"
+    local src="$TREES/small" ws="$RUNS_DIR/E/ws" out="$RUNS_DIR/E/out" dst="$RUNS_DIR/E/dst"
+    rm -rf -- "$RUNS_DIR/E"
+    mkdir -p -- "$dst"
+    log "E: priming (one intake ingest and export, one rsync)"
+    "$INTAKE" ingest "$src" --workspace "$ws" -q || die "E: priming intake ingest failed$HINT"
+    "$INTAKE" export "$out" --workspace "$ws" -q || die "E: priming intake export failed$HINT"
+    rsync -a "$src/" "$dst/" || die "E: priming rsync failed"
+    run_pair E rsync "" \
+        "$(q "$INTAKE") export $(q "$out") --workspace $(q "$ws") -q" "" \
+        "rsync -a $(q "$src/") $(q "$dst/")"
+    # The export is the workspace, file for file.
+    if ! diff -rq --exclude='.intake-export*' "$src" "$out" >/dev/null; then
+        die "E: the exported folder differs from the source tree$HINT"
+    fi
+    report E "export into a folder holding it already ($A_FILES files), $RUNS runs" \
+        rsync "$MED_INTAKE" "$MED_PEER" 1.0
+    clean_runs "$RUNS_DIR/E"
 }
 
 for s in "${SCENARIOS[@]}"; do
