@@ -205,6 +205,11 @@ fn commit_batch(
         txn.write(&writes)?;
     }
     txn.commit()?;
+    if writes.versions.iter().any(|v| v.entry.deleted) {
+        engine
+            .removals
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
     Ok(reports)
 }
 

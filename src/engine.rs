@@ -88,6 +88,11 @@ pub(crate) struct Engine {
     pub(crate) inline_threshold: u64,
     pub(crate) gc_grace: Duration,
     pub(crate) retry: RetryPolicy,
+    /// Bumped after every committed change that removes a name (a
+    /// deletion), so that the quick check loads again the source records
+    /// it loaded before: a deleted name's file must be read again, even if
+    /// it comes back with the same size and mtime.
+    pub(crate) removals: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {

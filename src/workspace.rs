@@ -212,6 +212,7 @@ impl WorkspaceBuilder {
                 inline_threshold: self.inline_threshold,
                 gc_grace: self.gc_grace,
                 retry: self.retry,
+                removals: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }

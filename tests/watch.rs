@@ -1360,11 +1360,32 @@ fn with_delete_a_removed_file_is_deleted_and_a_save_by_rename_is_not() {
             .count()
     };
     w.wait_for("3 deletions", |e| deleted(e) >= 3);
+    let deleted_now = deleted(&w.events());
+    assert_eq!(deleted_now, 3, "{}", show(&w.events()));
     w.wait_for("doc.txt overwritten", |e| {
         files(e)
             .iter()
             .any(|r| r.name == "doc.txt" && r.outcome == Outcome::Overwritten)
     });
+    // Moved back, same sizes and mtimes: ingested again, not taken for
+    // unchanged by the quick check.
+    std::fs::rename(d.root().join("moved-away"), d.path("back")).unwrap();
+    let back = |e: &[WatchEvent]| {
+        files(e)
+            .iter()
+            .filter(|r| r.name.starts_with("back/") && r.outcome == Outcome::Ingested)
+            .count()
+    };
+    w.wait_for("back/ ingested", |e| back(e) >= 2);
+    std::fs::rename(d.path("back"), d.path("sub")).unwrap();
+    w.wait_for("sub/ ingested again", |e| {
+        files(e)
+            .iter()
+            .filter(|r| r.name.starts_with("sub/") && r.outcome == Outcome::Ingested)
+            .count()
+            >= 4
+    });
+    w.wait_for("back/ deleted", |e| deleted(e) >= 5);
     let (result, evs) = w.finish();
     let summary = result.unwrap();
     let mut gone: Vec<(String, Option<PathBuf>)> = files(&evs)
@@ -1376,6 +1397,8 @@ fn with_delete_a_removed_file_is_deleted_and_a_save_by_rename_is_not() {
     assert_eq!(
         gone,
         [
+            ("back/a.txt".to_owned(), Some(d.path("back/a.txt"))),
+            ("back/b.txt".to_owned(), Some(d.path("back/b.txt"))),
             ("gone.txt".to_owned(), Some(d.path("gone.txt"))),
             ("sub/a.txt".to_owned(), Some(d.path("sub/a.txt"))),
             ("sub/b.txt".to_owned(), Some(d.path("sub/b.txt"))),
@@ -1383,19 +1406,48 @@ fn with_delete_a_removed_file_is_deleted_and_a_save_by_rename_is_not() {
         "{}",
         show(&evs)
     );
-    assert_eq!(summary.counts.deleted, 3);
+    assert_eq!(summary.counts.deleted, 5);
     assert_eq!(
         index(&ws).keys().collect::<Vec<_>>(),
-        ["doc.txt", "kept.txt", "other.txt"]
+        ["doc.txt", "kept.txt", "other.txt", "sub/a.txt", "sub/b.txt"]
+    );
+    let h = ws.history("sub/a.txt").unwrap();
+    assert_eq!(
+        h.iter().map(|e| (e.version, e.deleted)).collect::<Vec<_>>(),
+        [(3, false), (2, true), (1, false)]
     );
     assert_eq!(content(&ws, "doc.txt"), b"v2");
     assert_eq!(content(&ws, "other.txt"), b"elsewhere");
     let h = ws.history("gone.txt").unwrap();
     assert!(h[0].deleted && h[0].session_id == summary.sessions[0]);
 
+    // A watcher that wrote nothing yet (all unchanged at its catch-up):
+    // a folder moved out and back, unchanged, is deleted, then ingested
+    // again, not taken for unchanged by the records of its catch-up.
+    let w = Running::start(
+        ws.clone(),
+        d.config(WriteMode::Overwrite)
+            .settle(Duration::from_millis(200))
+            .delete(true),
+    );
+    w.wait_files(4);
+    std::fs::rename(d.path("sub"), d.root().join("out-again")).unwrap();
+    w.wait_for("sub/ deleted", |e| deleted(e) >= 2);
+    std::fs::rename(d.root().join("out-again"), d.path("sub")).unwrap();
+    w.wait_for("sub/ back", |e| {
+        files(e)
+            .iter()
+            .filter(|r| r.name.starts_with("sub/") && r.outcome == Outcome::Ingested)
+            .count()
+            >= 2
+    });
+    let (result, evs) = w.finish();
+    assert_eq!(result.unwrap().counts.deleted, 2, "{}", show(&evs));
+    assert_eq!(content(&ws, "sub/a.txt"), b"a");
+
     // Off (the default): a removal changes nothing.
     let w = Running::start(ws.clone(), d.config(WriteMode::Overwrite));
-    w.wait_files(2);
+    w.wait_files(4);
     std::fs::remove_file(d.path("kept.txt")).unwrap();
     // (other.txt is gone from the folder: the name stays, as before.)
     d.write("marker.txt", "m");

@@ -79,13 +79,7 @@ impl Admission<'_> {
                     },
                 ) if self.quick.is_some() => {
                     let quick = self.quick.and_then(|q| {
-                        q.state(
-                            &*self.engine.index,
-                            &mut cursor,
-                            &name,
-                            &source,
-                            meta.as_ref(),
-                        )
+                        q.state(self.engine, &mut cursor, &name, &source, meta.as_ref())
                     });
                     match quick {
                         Some(state) => done

@@ -6,16 +6,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::prepared::{State, store_failed};
+use crate::engine::Engine;
 use crate::hash::Hash;
 use crate::item::{Source, mtime_ns};
 use crate::meta::Meta;
 use crate::name::Name;
 use crate::outcome::Reason;
-use crate::store::{Index, KnownSource, SourceRecord, StoreError};
+use crate::store::{KnownSource, SourceRecord, StoreError};
 
 /// The quick-check records of recently seen directories, shared by the
 /// workers; a directory's records are loaded with one query, and kept up to
@@ -28,10 +30,11 @@ pub(crate) struct QuickCache {
 
 type KnownDir = Mutex<HashMap<OsString, KnownSource>>;
 
-/// Loaded directories, and their order of loading for eviction.
+/// Loaded directories (with when, and the engine's removal count then),
+/// and their order of loading for eviction.
 #[derive(Default)]
 struct KnownDirs {
-    by_dir: HashMap<PathBuf, (Arc<KnownDir>, Instant)>,
+    by_dir: HashMap<PathBuf, (Arc<KnownDir>, Instant, u64)>,
     order: VecDeque<PathBuf>,
     /// Bumped by every update: a load that started before one is used once
     /// but not kept, since it may predate the commit behind the update.
@@ -43,9 +46,9 @@ struct KnownDirs {
 #[derive(Default)]
 pub(crate) struct DirCursor {
     dir: PathBuf,
-    /// The folder's records (kept up to date by the committer) and when
-    /// they were loaded.
-    held: Option<(Arc<KnownDir>, Instant)>,
+    /// The folder's records (kept up to date by the committer), when they
+    /// were loaded, and the engine's removal count then.
+    held: Option<(Arc<KnownDir>, Instant, u64)>,
     /// Files checked, to space out the age checks.
     uses: u32,
 }
@@ -56,17 +59,20 @@ impl QuickCache {
     /// taken from them is never older (a watcher runs for weeks).
     const MAX_AGE: Duration = Duration::from_secs(10);
 
-    /// The records of `dir`, loaded if need be, and when they were loaded
-    /// if they are kept (and so kept up to date by the committer).
+    /// The records of `dir`, loaded if need be (or if names were removed
+    /// since: `removals` is the engine's count now), and when they were
+    /// loaded if they are kept (and so kept up to date by the committer).
     fn get(
         &self,
         dir: &Path,
+        removals: u64,
         load: impl FnOnce(&Path) -> Result<Vec<KnownSource>, StoreError>,
     ) -> Result<(Arc<KnownDir>, Option<Instant>), StoreError> {
         let generation = {
             let g = self.lock();
-            if let Some((k, at)) = g.by_dir.get(dir)
+            if let Some((k, at, r)) = g.by_dir.get(dir)
                 && at.elapsed() < Self::MAX_AGE
+                && *r == removals
             {
                 return Ok((Arc::clone(k), Some(*at)));
             }
@@ -89,7 +95,7 @@ impl QuickCache {
         }
         let now = Instant::now();
         if g.by_dir
-            .insert(dir.to_path_buf(), (Arc::clone(&known), now))
+            .insert(dir.to_path_buf(), (Arc::clone(&known), now, removals))
             .is_none()
         {
             g.order.push_back(dir.to_path_buf());
@@ -105,7 +111,7 @@ impl QuickCache {
         let known = {
             let mut g = self.lock();
             g.generation += 1;
-            g.by_dir.get(dir).map(|(k, _)| Arc::clone(k))
+            g.by_dir.get(dir).map(|(k, _, _)| Arc::clone(k))
         };
         if let Some(known) = known {
             known.lock().unwrap_or_else(|e| e.into_inner()).insert(
@@ -131,7 +137,7 @@ impl QuickCache {
     /// or failed to stat), `None` if the file must be read.
     pub(crate) fn state(
         &self,
-        index: &dyn Index,
+        engine: &Engine,
         cursor: &mut DirCursor,
         name: &Name,
         source: &Source,
@@ -161,7 +167,7 @@ impl QuickCache {
                 }
             },
         };
-        match self.check(index, cursor, name, path, size, mtime, meta) {
+        match self.check(engine, cursor, name, path, size, mtime, meta) {
             Ok(Some(hash)) => Some(State::Quick {
                 hash,
                 size,
@@ -178,7 +184,7 @@ impl QuickCache {
     #[allow(clippy::too_many_arguments)]
     fn check(
         &self,
-        index: &dyn Index,
+        engine: &Engine,
         cursor: &mut DirCursor,
         name: &Name,
         path: &Path,
@@ -190,18 +196,21 @@ impl QuickCache {
             return Ok(None);
         };
         cursor.uses = cursor.uses.wrapping_add(1);
+        let removals = engine.removals.load(Ordering::Relaxed);
         let known = match &cursor.held {
             // The age is checked every so many files: a clock read costs
             // as much as the rest of the check.
-            Some((known, at))
+            Some((known, at, r))
                 if cursor.dir == dir
+                    && *r == removals
                     && (!cursor.uses.is_multiple_of(64) || at.elapsed() < Self::MAX_AGE) =>
             {
                 Arc::clone(known)
             }
             _ => {
-                let (known, kept) = self.get(dir, |d| index.sources_in(d))?;
-                cursor.held = kept.map(|at| (Arc::clone(&known), at));
+                let index = &*engine.index;
+                let (known, kept) = self.get(dir, removals, |d| index.sources_in(d))?;
+                cursor.held = kept.map(|at| (Arc::clone(&known), at, removals));
                 cursor.dir.clear();
                 cursor.dir.push(dir);
                 known

@@ -280,6 +280,12 @@ impl Seen {
         self.cur.remove(p);
         self.old.remove(p);
     }
+
+    /// Forgets `p` and everything under it.
+    fn forget_under(&mut self, p: &Path) {
+        self.cur.retain(|q, _| !q.starts_with(p));
+        self.old.retain(|q, _| !q.starts_with(p));
+    }
 }
 
 /// The first half of a rename, waiting for the second.
@@ -573,6 +579,9 @@ impl<P: Probe> Tracker<P> {
                 self.gone.remove(&path);
                 // Back meanwhile: its events tell what to do with it.
                 if self.probe.stat(&path).is_none() {
+                    // What it held is deleted: if it comes back, even
+                    // unchanged, it is to be ingested again.
+                    self.seen.forget_under(&path);
                     self.deleted.push_back(path);
                 }
                 continue;
