@@ -311,41 +311,62 @@ impl Workspace {
         }
 
         let mut seen: HashSet<String> = HashSet::with_capacity(wanted.len());
-        for (i, w) in wanted.iter().enumerate() {
-            let mut event = ExportEvent {
-                path: w.path.clone(),
-                action: ExportAction::Unchanged,
-                message: None,
-                size: Some(w.size),
-            };
-            if !seen.insert(w.path.clone()) {
-                event.action = ExportAction::Failed;
-                event.message = Some(format!(
-                    "{} is both a name and a name's sidecar; exported once",
-                    w.path
-                ));
-            } else {
-                let dest = dir.join(&w.path);
-                let same = manifest
-                    .files
-                    .get(&w.path)
-                    .is_some_and(|was| was.blake3 == w.hash && still_as_exported(&dest, was));
-                if !same {
-                    match self.export_one(dir, &tmp, i, w, &mut dirs) {
-                        Ok(done) => {
-                            event.action = ExportAction::Written;
-                            sum.bytes += w.size;
-                            manifest.files.insert(w.path.clone(), done);
-                        }
-                        Err(message) => {
-                            event.action = ExportAction::Failed;
-                            event.message = Some(message);
+        // In chunks: each chunk's new files are written, then synced
+        // together (so that the filesystem commits them as a group, not one
+        // journal commit per file), then renamed into place, in path order.
+        for (c, chunk) in wanted.chunks(CHUNK).enumerate() {
+            let mut events = Vec::with_capacity(chunk.len());
+            let mut staged: Vec<(usize, Staged)> = Vec::new();
+            for (k, w) in chunk.iter().enumerate() {
+                let mut event = ExportEvent {
+                    path: w.path.clone(),
+                    action: ExportAction::Unchanged,
+                    message: None,
+                    size: Some(w.size),
+                };
+                if !seen.insert(w.path.clone()) {
+                    event.action = ExportAction::Failed;
+                    event.message = Some(format!(
+                        "{} is both a name and a name's sidecar; exported once",
+                        w.path
+                    ));
+                } else {
+                    let dest = dir.join(&w.path);
+                    let same = manifest
+                        .files
+                        .get(&w.path)
+                        .is_some_and(|was| was.blake3 == w.hash && still_as_exported(&dest, was));
+                    if !same {
+                        match self.stage(dir, &tmp, c * CHUNK + k, w, &mut dirs) {
+                            Ok(st) => staged.push((k, st)),
+                            Err(message) => {
+                                event.action = ExportAction::Failed;
+                                event.message = Some(message);
+                            }
                         }
                     }
                 }
+                events.push(event);
             }
-            count(&mut sum, event.action);
-            visit(&event);
+            for (k, st, synced) in sync_all(staged) {
+                let w = &chunk[k];
+                match synced.and_then(|()| place(&st, &mut dirs)) {
+                    Ok(done) => {
+                        events[k].action = ExportAction::Written;
+                        sum.bytes += w.size;
+                        manifest.files.insert(w.path.clone(), done);
+                    }
+                    Err(message) => {
+                        let _ = fs::remove_file(&st.tmp);
+                        events[k].action = ExportAction::Failed;
+                        events[k].message = Some(message);
+                    }
+                }
+            }
+            for event in &events {
+                count(&mut sum, event.action);
+                visit(event);
+            }
         }
 
         // Everything the manifest lists is durable before the manifest.
@@ -365,16 +386,16 @@ impl Workspace {
         Ok(sum)
     }
 
-    /// Writes one file: to a temporary name, synced, renamed into place.
-    /// Returns what the manifest records of it, or why it failed.
-    fn export_one(
+    /// Writes one file's content to a temporary name (not synced yet),
+    /// after making sure its folder is a real one.
+    fn stage(
         &self,
         dir: &Path,
         tmp: &Path,
         i: usize,
         w: &Wanted<'_>,
         dirs: &mut Dirs,
-    ) -> std::result::Result<Exported, String> {
+    ) -> std::result::Result<Staged, String> {
         // Only names that are valid names become paths (a name never
         // holds `..` or an absolute path, but the index is not trusted
         // with the disk).
@@ -386,34 +407,32 @@ impl Workspace {
             return Err(format!("{} cannot be a path in the folder", w.path));
         }
         let dest = dir.join(&w.path);
-        let parent = dest.parent().unwrap_or(dir);
-        dirs.ensure(parent)?;
+        dirs.ensure(dest.parent().unwrap_or(dir))?;
         let staged = tmp.join(i.to_string());
-        let result = match &w.content {
-            Content::Bytes(b) => write_synced(&staged, b).map_err(|e| e.to_string()),
+        let file = match &w.content {
+            Content::Bytes(b) => File::create(&staged)
+                .and_then(|mut f| f.write_all(b).map(|()| f))
+                .map_err(|e| e.to_string()),
             Content::Blob(e) => self.copy_blob(&e.hash, &staged),
         };
-        if let Err(e) = result {
-            let _ = fs::remove_file(&staged);
-            return Err(format!("writing it: {e}"));
+        match file {
+            Ok(file) => Ok(Staged {
+                file,
+                tmp: staged,
+                dest,
+                hash: w.hash,
+            }),
+            Err(e) => {
+                let _ = fs::remove_file(&staged);
+                Err(format!("writing it: {e}"))
+            }
         }
-        if let Err(e) = fs::rename(&staged, &dest) {
-            let _ = fs::remove_file(&staged);
-            return Err(format!("putting it in place: {e}"));
-        }
-        dirs.touched(parent);
-        let m = fs::symlink_metadata(&dest).map_err(|e| format!("reading it back: {e}"))?;
-        Ok(Exported {
-            blake3: w.hash,
-            size: m.len(),
-            mtime_ns: mtime_ns(&m),
-        })
     }
 
-    /// Copies a blob into the new file `to`, synced: by the kernel from a
-    /// local blob file where it can (`copy_file_range`), else through a
-    /// buffer.
-    fn copy_blob(&self, hash: &Hash, to: &Path) -> std::result::Result<(), String> {
+    /// Copies a blob into the new file `to` (not synced): by the kernel
+    /// from a local blob file where it can (`copy_file_range`), else
+    /// through a buffer.
+    fn copy_blob(&self, hash: &Hash, to: &Path) -> std::result::Result<File, String> {
         let mut out = File::create(to).map_err(|e| e.to_string())?;
         let local = self
             .blob_file(hash)
@@ -429,8 +448,70 @@ impl Workspace {
                 io::copy(&mut r, &mut out).map_err(|e| e.to_string())?;
             }
         }
-        out.sync_all().map_err(|e| e.to_string())
+        Ok(out)
     }
+}
+
+/// How many files an export writes, syncs and renames together.
+const CHUNK: usize = 512;
+/// Threads that sync a chunk's files.
+const SYNCERS: usize = 16;
+
+/// A file written to its temporary name, waiting to be synced and put in
+/// place.
+struct Staged {
+    file: File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    hash: Hash,
+}
+
+/// Syncs every staged file, several at once (the filesystem then commits
+/// them together), keeping their order: each with its key and result.
+fn sync_all(staged: Vec<(usize, Staged)>) -> Vec<(usize, Staged, std::result::Result<(), String>)> {
+    if staged.is_empty() {
+        return Vec::new();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<std::result::Result<(), String>>>> =
+        staged.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..SYNCERS.min(staged.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((_, st)) = staged.get(i) else { break };
+                    let r = st.file.sync_all().map_err(|e| format!("syncing it: {e}"));
+                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    staged
+        .into_iter()
+        .zip(results)
+        .map(|((k, st), r)| {
+            let r = r
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(|| Err("not synced".into()));
+            (k, st, r)
+        })
+        .collect()
+}
+
+/// Renames a synced file into place; what the manifest records of it.
+fn place(st: &Staged, dirs: &mut Dirs) -> std::result::Result<Exported, String> {
+    fs::rename(&st.tmp, &st.dest).map_err(|e| format!("putting it in place: {e}"))?;
+    if let Some(parent) = st.dest.parent() {
+        dirs.touched(parent);
+    }
+    let m = fs::symlink_metadata(&st.dest).map_err(|e| format!("reading it back: {e}"))?;
+    Ok(Exported {
+        blake3: st.hash,
+        size: m.len(),
+        mtime_ns: mtime_ns(&m),
+    })
 }
 
 fn count(sum: &mut ExportSummary, action: ExportAction) {
