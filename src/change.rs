@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::hash::Hash;
 use crate::outcome::{Counts, FileReport, Outcome, Reason};
 use crate::session::Session;
-use crate::store::{Entry, NewVersion, OutcomeRecord, StoreError, Writes};
+use crate::store::{Entry, NewVersion, OutcomeRecord, StoreError, Writes, lock_all};
 
 /// What a change asks of one name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,18 +185,7 @@ fn commit_batch(
     batch: &[(String, Want)],
 ) -> Result<Vec<FileReport>, StoreError> {
     let mut txn = engine.index.begin(true)?;
-    let mut names: Vec<&str> = batch.iter().map(|(n, _)| n.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    let found = txn.lock(&names)?;
-    if found.len() != names.len() {
-        return Err(StoreError::corrupt(format!(
-            "the index answered {} of {} names",
-            found.len(),
-            names.len()
-        )));
-    }
-    let current = names.into_iter().zip(found).collect();
+    let current = lock_all(&mut *txn, batch.iter().map(|(n, _)| n.as_str()).collect())?;
     let (reports, writes) = {
         let txn = &mut txn;
         decide_batch(engine, session, batch, current, &mut |h| txn.has_blob(h))?

@@ -529,14 +529,7 @@ impl Workspace {
     /// deleted), or `unchanged` if the name already holds its content and
     /// metadata. Restoring a deletion version deletes the name.
     pub fn restore(&self, session: &Session, name: &str, version: u64) -> Result<FileReport> {
-        let target = self
-            .history(name)?
-            .into_iter()
-            .find(|e| e.version == version)
-            .ok_or_else(|| Error::VersionNotFound {
-                name: name.to_owned(),
-                version,
-            })?;
+        let target = self.version(name, version)?;
         let want = Want::Become {
             target: Some(target),
             expect: None,
@@ -653,16 +646,21 @@ impl Workspace {
         self.open_blob(&e.hash)
     }
 
-    /// Opens one version of a name.
-    pub fn read_version(&self, name: &str, version: u64) -> Result<Box<dyn Read + Send>> {
-        let e = self
-            .history(name)?
+    /// One version of a name (a deletion included).
+    pub fn version(&self, name: &str, version: u64) -> Result<Entry> {
+        self.history(name)?
             .into_iter()
             .find(|e| e.version == version)
             .ok_or_else(|| Error::VersionNotFound {
                 name: name.to_owned(),
                 version,
-            })?;
+            })
+    }
+
+    /// Opens one version of a name (for a deletion: the content it
+    /// removed).
+    pub fn read_version(&self, name: &str, version: u64) -> Result<Box<dyn Read + Send>> {
+        let e = self.version(name, version)?;
         self.open_blob(&e.hash)
     }
 

@@ -21,7 +21,7 @@ use crate::decide::{Decision, decide};
 use crate::engine::Engine;
 use crate::outcome::{Counts, FileReport, Outcome, Reason};
 use crate::session::Session;
-use crate::store::{Entry, NewBlob, NewVersion, StoreError, WriteTxn, Writes};
+use crate::store::{Entry, NewBlob, NewVersion, StoreError, WriteTxn, Writes, lock_all};
 
 /// How the committer groups files.
 #[derive(Debug, Clone, Copy)]
@@ -331,7 +331,7 @@ impl Committer<'_> {
             .filter(|p| any_quick && matches!(p.state, State::Read { .. }))
             .map(|p| p.name.as_str())
             .collect();
-        let mut names: Vec<&str> = batch
+        let names: Vec<&str> = batch
             .iter()
             .filter(|p| match p.state {
                 State::Read { .. } => true,
@@ -342,20 +342,7 @@ impl Committer<'_> {
             })
             .map(|p| p.name.as_str())
             .collect();
-        if names.is_empty() {
-            return Ok(Current::new());
-        }
-        names.sort_unstable();
-        names.dedup();
-        let found = txn.lock(&names)?;
-        if found.len() != names.len() {
-            return Err(StoreError::corrupt(format!(
-                "the index answered {} of {} names",
-                found.len(),
-                names.len()
-            )));
-        }
-        Ok(names.into_iter().zip(found).collect())
+        lock_all(txn, names)
     }
 
     /// Decides one file against what its name holds now, adding what the

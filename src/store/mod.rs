@@ -369,6 +369,28 @@ pub trait WriteTxn {
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// Locks `names` in `txn` the way the contract says (sorted, without
+/// duplicates, with one call) and returns what each holds.
+pub(crate) fn lock_all<'b>(
+    txn: &mut dyn WriteTxn,
+    mut names: Vec<&'b str>,
+) -> Result<std::collections::HashMap<&'b str, Option<Entry>>, StoreError> {
+    if names.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    names.sort_unstable();
+    names.dedup();
+    let found = txn.lock(&names)?;
+    if found.len() != names.len() {
+        return Err(StoreError::corrupt(format!(
+            "the index answered {} of {} names",
+            found.len(),
+            names.len()
+        )));
+    }
+    Ok(names.into_iter().zip(found).collect())
+}
+
 /// A blob being written.
 pub trait BlobWriter: io::Write + Send {
     /// Makes the written bytes the blob `hash`: flushed to stable storage and

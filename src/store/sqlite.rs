@@ -622,17 +622,7 @@ impl Index for SqliteIndex {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {ENTRY_COLS} FROM entries WHERE name >= ?1 ORDER BY name"
             ))?;
-            let mut rows = st.query([prefix])?;
-            while let Some(row) = rows.next()? {
-                let e = entry_row(row)?;
-                if !e.name.starts_with(prefix) {
-                    break;
-                }
-                if !e.deleted && !visit(e) {
-                    break;
-                }
-            }
-            Ok(())
+            visit_live(st.query([prefix])?, prefix, visit)
         })
     }
 
@@ -654,17 +644,7 @@ impl Index for SqliteIndex {
                    WHERE name >= ?1 AND ingested_at <= ?2 AND replaced_at > ?2
                  ORDER BY name"
             ))?;
-            let mut rows = st.query(params![prefix, micros(at)])?;
-            while let Some(row) = rows.next()? {
-                let e = entry_row(row)?;
-                if !e.name.starts_with(prefix) {
-                    break;
-                }
-                if !e.deleted && !visit(e) {
-                    break;
-                }
-            }
-            Ok(())
+            visit_live(st.query(params![prefix, micros(at)])?, prefix, visit)
         })
     }
 
@@ -833,6 +813,23 @@ impl Index for SqliteIndex {
             }
         }
     }
+}
+
+/// Visits the versions `rows` yields (in name order, from `prefix` on)
+/// while their names start with `prefix`, leaving out deletions, until
+/// `visit` returns `false`.
+fn visit_live(
+    mut rows: rusqlite::Rows<'_>,
+    prefix: &str,
+    visit: &mut dyn FnMut(Entry) -> bool,
+) -> rusqlite::Result<()> {
+    while let Some(row) = rows.next()? {
+        let e = entry_row(row)?;
+        if !e.name.starts_with(prefix) || (!e.deleted && !visit(e)) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn current_on(c: &Connection, name: &str) -> rusqlite::Result<Option<Entry>> {
