@@ -4,7 +4,8 @@
 # the performance targets.
 #
 # Usage:
-#   benches/compare.sh [A] [B] [C] [D] [E]  # default: all; always run in A-E order
+#   benches/compare.sh [A] [B] [C] [D] [E] [R1] [R2] [R3] [L1] [L2]
+#                                            # default: A-E; always run in this order
 #   SCALE=0.01 RUNS=3 benches/compare.sh A B # quick smoke test
 #
 # Scenarios:
@@ -20,6 +21,18 @@
 #   E  export of the workspace of A into a folder that already holds it
 #      (`intake export`, all unchanged) vs an rsync re-run of the same
 #      files `rsync -a src/ dst/`                             target ratio <= 1.0
+#
+# Realistic trees (asked for by name only):
+#   R1 first ingest of a generated tree with a real shape (about 30,000
+#      files in about 5,000 folders nested up to 8 deep, 2-30 files per
+#      folder, log-normal sizes with a median of 4 KiB, a few per cent over
+#      64 KiB and a tail to 64 MiB; fixed seed) vs `rsync -a`  target <= 0.7
+#   R2 unchanged re-run over it vs `rsync -a`                 target <= 0.5
+#   R3 re-run after 1% of its files were rewritten (a different 1% before
+#      each run; each tool has its own copy of the tree, changed alike)
+#      vs `rsync -a`                                          target <= 0.6
+#   L1 first ingest of /usr/lib (read-only source) vs `rsync -a`  target <= 0.8
+#   L2 unchanged re-run over /usr/lib vs `rsync -a`           target <= 0.5
 #
 # Environment:
 #   INTAKE      path of the intake binary. When unset, the script runs
@@ -73,13 +86,13 @@ declare -A WANT=()
 for arg in "$@"; do
     case "${arg^^}" in
         -H | --HELP) usage; exit 0 ;;
-        A | B | C | D | E) WANT[${arg^^}]=1 ;;
-        *) die "unknown scenario '$arg' (expected A, B, C, D or E; see --help)" ;;
+        A | B | C | D | E | R1 | R2 | R3 | L1 | L2) WANT[${arg^^}]=1 ;;
+        *) die "unknown scenario '$arg' (expected A, B, C, D, E, R1, R2, R3, L1 or L2; see --help)" ;;
     esac
 done
 if ((${#WANT[@]} == 0)); then WANT=([A]=1 [B]=1 [C]=1 [D]=1 [E]=1); fi
 SCENARIOS=()
-for s in A B C D E; do if [[ -n ${WANT[$s]:-} ]]; then SCENARIOS+=("$s"); fi; done
+for s in A B C D E R1 R2 R3 L1 L2; do if [[ -n ${WANT[$s]:-} ]]; then SCENARIOS+=("$s"); fi; done
 
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer (got '$RUNS')"
 
@@ -402,6 +415,159 @@ scenario_D() {
     printf 'elapsed ratio intake/rsync: %s (no target)\n' "$(ratio_verdict "$i_s" "$p_s" 1 | cut -d' ' -f1)"
     printf 'target: intake peak RSS <= 256 MiB: %s\n' "$verdict"
     clean_runs "$RUNS_DIR/D"
+}
+
+# ensure_real_tree NAME: the realistic tree (see R1 above) in $TREES/NAME,
+# from a fixed seed; reused like ensure_tree.
+ensure_real_tree() {
+    local dir="$TREES/$1" spec="realistic, seed 1, scale $SCALE"
+    if [[ -f "$dir.done" && $(<"$dir.done") == "$spec" ]]; then
+        log "reusing tree $1 ($spec)"
+        return
+    fi
+    rm -rf -- "$dir" "$dir.done"
+    log "generating tree $1 ($spec)"
+    python3 - "$dir" "$SCALE" <<'PY'
+import math, os, random, sys
+root, scale = sys.argv[1], float(sys.argv[2])
+rng = random.Random(1)
+nfiles = max(10, round(30_000 * scale))
+# Folders: each hangs under a random earlier one, at most 8 deep.
+dirs, depth = [root], [0]
+while len(dirs) < max(2, round(5_000 * scale)):
+    p = rng.randrange(len(dirs))
+    if depth[p] >= 8:
+        continue
+    dirs.append(os.path.join(dirs[p], f"d{len(dirs):05d}"))
+    depth.append(depth[p] + 1)
+for d in dirs:
+    os.makedirs(d, exist_ok=True)
+def size():
+    if rng.random() < 0.0005:  # the tail: 1 to 64 MiB, log-uniform
+        return int(math.exp(rng.uniform(math.log(1 << 20), math.log(64 << 20))))
+    return min(64 << 20, int(rng.lognormvariate(math.log(4096), 1.8)))
+made, total, big = 0, 0, 0
+while made < nfiles:
+    for d in dirs:
+        if made >= nfiles:
+            break
+        for _ in range(min(rng.randint(2, 30), rng.randint(2, 30))):
+            if made >= nfiles:
+                break
+            n = size()
+            with open(os.path.join(d, f"f{made:06d}.dat"), "wb") as f:
+                left = n
+                while left:
+                    f.write(os.urandom(min(left, 1 << 20)))
+                    left -= min(left, 1 << 20)
+            made, total, big = made + 1, total + n, big + (n > 65536)
+print(f"{made} files in {len(dirs)} folders, {total >> 20} MiB, {big} over 64 KiB", file=sys.stderr)
+PY
+    sync
+    printf '%s\n' "$spec" >"$dir.done"
+}
+
+# rewrite_share TREE K: rewrites 1% of TREE's files (the K-th 1%, in sorted
+# order, a different share for each K) with new random bytes of the same
+# size, and sets their mtime to now.
+rewrite_share() {
+    python3 - "$1" "$2" <<'PY'
+import os, sys
+root, k = sys.argv[1], int(sys.argv[2])
+files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+for p in files[k % 100::100]:
+    n = os.path.getsize(p)
+    with open(p, "r+b") as f:
+        f.write(os.urandom(n))
+PY
+}
+
+scenario_R1() {
+    ensure_real_tree real
+    local src="$TREES/real" ws="$RUNS_DIR/R1/ws" dst="$RUNS_DIR/R1/dst"
+    mkdir -p -- "$RUNS_DIR/R1"
+    run_pair R1 rsync \
+        "rm -rf $(q "$ws") && sync" \
+        "$(q "$INTAKE") ingest $(q "$src") --workspace $(q "$ws") -q" \
+        "rm -rf $(q "$dst") && mkdir $(q "$dst") && sync" \
+        "rsync -a $(q "$src/") $(q "$dst/")"
+    verify_ws R1 "$ws"
+    report R1 "first ingest of the realistic tree, $RUNS runs" rsync "$MED_INTAKE" "$MED_PEER" 0.7
+    clean_runs "$RUNS_DIR/R1"
+}
+
+scenario_R2() {
+    ensure_real_tree real
+    local src="$TREES/real" ws="$RUNS_DIR/R2/ws" dst="$RUNS_DIR/R2/dst"
+    rm -rf -- "$RUNS_DIR/R2"
+    mkdir -p -- "$dst"
+    log "R2: priming (one intake ingest, one rsync)"
+    "$INTAKE" ingest "$src" --workspace "$ws" -q || die "R2: priming intake ingest failed$HINT"
+    rsync -a "$src/" "$dst/" || die "R2: priming rsync failed"
+    run_pair R2 rsync "" \
+        "$(q "$INTAKE") ingest $(q "$src") --workspace $(q "$ws") -q" "" \
+        "rsync -a $(q "$src/") $(q "$dst/")"
+    verify_ws R2 "$ws"
+    report R2 "unchanged re-run over the realistic tree, $RUNS runs" rsync "$MED_INTAKE" "$MED_PEER" 0.5
+    clean_runs "$RUNS_DIR/R2"
+}
+
+scenario_R3() {
+    ensure_real_tree real
+    local base="$RUNS_DIR/R3" ws="$RUNS_DIR/R3/ws" dst="$RUNS_DIR/R3/dst"
+    rm -rf -- "$base"
+    mkdir -p -- "$dst"
+    log "R3: a copy of the tree for each tool, then priming"
+    cp -a "$TREES/real" "$base/src-intake"
+    cp -a "$TREES/real" "$base/src-rsync"
+    "$INTAKE" ingest "$base/src-intake" --workspace "$ws" -q || die "R3: priming intake ingest failed$HINT"
+    rsync -a "$base/src-rsync/" "$dst/" || die "R3: priming rsync failed"
+    echo 0 >"$base/k-intake"
+    echo 0 >"$base/k-rsync"
+    # Before each run, the next 1% of that tool's copy is rewritten.
+    local script
+    script=$(declare -f rewrite_share)
+    local prep_i="$script; k=\$((\$(<$(q "$base/k-intake")) + 1)); echo \$k >$(q "$base/k-intake"); rewrite_share $(q "$base/src-intake") \$k && sync"
+    local prep_r="$script; k=\$((\$(<$(q "$base/k-rsync")) + 1)); echo \$k >$(q "$base/k-rsync"); rewrite_share $(q "$base/src-rsync") \$k && sync"
+    run_pair R3 rsync "$prep_i" \
+        "$(q "$INTAKE") ingest $(q "$base/src-intake") --workspace $(q "$ws") --write-mode overwrite -q" \
+        "$prep_r" \
+        "rsync -a $(q "$base/src-rsync/") $(q "$dst/")"
+    verify_ws R3 "$ws"
+    report R3 "re-run after 1% of the realistic tree was rewritten, $RUNS runs" rsync "$MED_INTAKE" "$MED_PEER" 0.6
+    clean_runs "$base"
+}
+
+scenario_L1() {
+    local src=/usr/lib ws="$RUNS_DIR/L1/ws" dst="$RUNS_DIR/L1/dst"
+    mkdir -p -- "$RUNS_DIR/L1"
+    log "L1: /usr/lib holds $(find /usr/lib -type f | wc -l) files"
+    # Both tools take what they can read and skip the rest alike: exit
+    # codes 1 (intake: a file failed) and 23/24 (rsync: partial transfer)
+    # are accepted, not hidden.
+    run_pair L1 rsync \
+        "rm -rf $(q "$ws") && sync" \
+        "$(q "$INTAKE") ingest $(q "$src") --workspace $(q "$ws") -q; [[ \$? -le 1 ]]" \
+        "rm -rf $(q "$dst") && mkdir $(q "$dst") && sync" \
+        "rsync -a $(q "$src/") $(q "$dst/"); [[ \$? -eq 0 || \$? -eq 23 || \$? -eq 24 ]]"
+    verify_ws L1 "$ws"
+    report L1 "first ingest of /usr/lib, $RUNS runs" rsync "$MED_INTAKE" "$MED_PEER" 0.8
+    clean_runs "$RUNS_DIR/L1"
+}
+
+scenario_L2() {
+    local src=/usr/lib ws="$RUNS_DIR/L2/ws" dst="$RUNS_DIR/L2/dst"
+    rm -rf -- "$RUNS_DIR/L2"
+    mkdir -p -- "$dst"
+    log "L2: priming (one intake ingest, one rsync)"
+    "$INTAKE" ingest "$src" --workspace "$ws" -q || [[ $? -le 1 ]] || die "L2: priming intake ingest failed$HINT"
+    rsync -a "$src/" "$dst/" || [[ $? -eq 23 || $? -eq 24 ]] || die "L2: priming rsync failed"
+    run_pair L2 rsync "" \
+        "$(q "$INTAKE") ingest $(q "$src") --workspace $(q "$ws") -q; [[ \$? -le 1 ]]" "" \
+        "rsync -a $(q "$src/") $(q "$dst/"); [[ \$? -eq 0 || \$? -eq 23 || \$? -eq 24 ]]"
+    verify_ws L2 "$ws"
+    report L2 "unchanged re-run over /usr/lib, $RUNS runs" rsync "$MED_INTAKE" "$MED_PEER" 0.5
+    clean_runs "$RUNS_DIR/L2"
 }
 
 scenario_E() {
