@@ -234,7 +234,12 @@ impl Walk {
                 ));
             }
             self.ancestors.push(id);
-            self.ask_ahead(sel, i);
+            // The folders after this one are listed ahead; this one is
+            // listed here, unless an earlier ask has it already: asking
+            // for it now would only make the walk wait for a handoff to a
+            // listing thread and back, twice per folder, which costs more
+            // than a folder of a few files takes to list.
+            self.ask_ahead(sel, i + 1);
             self.push_dir(sel, path, rel, depth);
             return None;
         }
