@@ -114,6 +114,9 @@ impl Committer<'_> {
         let mut ready: Vec<Prepared> = Vec::new();
         let mut reports: Vec<FileReport> = Vec::new();
         let mut ready_bytes = 0u64;
+        // Whether the batch has a file that was read (and so may write a
+        // version someone waits for).
+        let mut any_read = false;
         let mut oldest: Option<Instant> = None;
         let mut next = 0u64;
         let mut dry = DryRun::default();
@@ -140,6 +143,7 @@ impl Committer<'_> {
                     while let Some(p) = in_order.take().or_else(|| pending.remove(&next)) {
                         next += 1;
                         ready_bytes += p.inline_bytes();
+                        any_read |= matches!(p.state, State::Read { .. });
                         ready.push(p);
                         oldest.get_or_insert_with(Instant::now);
                     }
@@ -149,15 +153,21 @@ impl Committer<'_> {
                 Err(RecvTimeoutError::Disconnected) => true,
             };
             let idle = !finished && done.is_empty();
+            // A batch of files that were not read (found unchanged by the
+            // quick check, failed, refused) is bookkeeping: it waits for
+            // more (up to `max_delay`) rather than being committed each
+            // time the committer catches up with admission, which on a
+            // re-run of a tree of small folders is every few files.
             let flush = finished
                 || ready.len() >= b.files
                 || ready_bytes >= b.bytes
-                || (idle && !ready.is_empty() && progress.all_received(next))
+                || (idle && any_read && progress.all_received(next))
                 // Files keep coming: the age is checked now and then.
                 || ((idle || ready.len().is_multiple_of(64))
                     && oldest.is_some_and(|t| t.elapsed() >= b.max_delay));
             if flush && !ready.is_empty() {
                 ready_bytes = 0;
+                any_read = false;
                 oldest = None;
                 if self.dry_run {
                     dry.decide_batch(self.engine, self.session, &mut ready, &mut reports);
