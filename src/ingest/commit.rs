@@ -129,6 +129,13 @@ impl Committer<'_> {
                 Err(TryRecvError::Empty) if ready.is_empty() => {
                     done.recv().map_err(|_| RecvTimeoutError::Disconnected)
                 }
+                // A batch of bookkeeping waits for more anyway: sleeping,
+                // rather than waiting on the channel, spares admission a
+                // wake-up of this thread for every file it sends.
+                Err(TryRecvError::Empty) if !any_read => {
+                    std::thread::sleep(b.linger);
+                    Err(RecvTimeoutError::Timeout)
+                }
                 Err(TryRecvError::Empty) => done.recv_timeout(b.linger),
             };
             let finished = match msg {
