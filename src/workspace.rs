@@ -589,13 +589,18 @@ impl Workspace {
                 .create_session(&session, Some(id))
                 .map_err(|e| self.err(e))?;
         }
-        let files = change::apply(&self.engine, &session, &changes, opts.dry_run)?;
+        let files = change::apply(&self.engine, &session, &changes, opts.dry_run);
+        // Closed whatever happened: a revert's session takes nothing more.
         if !opts.dry_run {
-            self.index()
-                .close_session(session.session_id, self.now())
-                .map_err(|e| self.err(e))?;
+            let closed = self.index().close_session(session.session_id, self.now());
+            let files = files?;
+            closed.map_err(|e| self.err(e))?;
+            return Ok(Reverted { session, files });
         }
-        Ok(Reverted { session, files })
+        Ok(Reverted {
+            session,
+            files: files?,
+        })
     }
 
     /// The workspace as it was at the instant `at`: what `list`, `current`

@@ -489,11 +489,11 @@ fn files(cli: &Cli, c: &FilesCmd) -> Result<Exit> {
             let (s, created) = session_for_change(&ws, session)?;
             let started = std::time::Instant::now();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let files = ws.delete(&s, &refs)?;
+            let files = ws.delete(&s, &refs);
             if created {
                 ws.close_session(s.session_id)?;
             }
-            return Ok(print_changes(cli, &files, s.session_id, started, false));
+            return Ok(print_changes(cli, &files?, s.session_id, started, false));
         }
         FilesCmd::Restore {
             name,
