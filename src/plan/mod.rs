@@ -57,6 +57,8 @@ pub struct Planner {
     /// Every root, absolute, in order (for [`Planner::plan_path`]).
     roots: Vec<PathBuf>,
     walk: Walk,
+    /// The last folder [`Planner::plan_path`] looked at.
+    last_folder: one_path::LastFolder,
 }
 
 impl Planner {
@@ -72,6 +74,7 @@ impl Planner {
             sel,
             walk: Walk::new(roots.clone()),
             roots,
+            last_folder: one_path::LastFolder::default(),
         })
     }
 
@@ -86,7 +89,7 @@ impl Planner {
     /// (re)ingests `X`; without `X` beside it, a sidecar plans nothing (the
     /// walk would report an orphan).
     pub fn plan_path(&self, path: &Path) -> Option<PlanEvent> {
-        one_path::plan_path(&self.sel, &self.roots, path)
+        one_path::plan_path(&self.sel, &self.roots, &self.last_folder, path)
     }
 
     /// Whether the walk would descend into the folder `path` (a root, or a

@@ -4,7 +4,10 @@
 
 use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::filter::{Selection, normal_components};
 use super::listing::{follow_error, skipped_link, skipped_special};
@@ -12,13 +15,43 @@ use super::options::PlanEvent;
 use crate::meta::{ends_as_sidecar, sidecar_name, sidecar_of};
 use crate::outcome::Reason;
 
+/// The folder whose files were planned last, and whether the walk enters
+/// it: the files of one folder come in bursts (a scan, a copy), and each
+/// would otherwise look at every folder above it again.
+#[derive(Default)]
+pub(crate) struct LastFolder(Mutex<Option<(PathBuf, bool, Instant)>>);
+
+impl LastFolder {
+    /// How long an answer is trusted.
+    const FRESH: Duration = Duration::from_millis(100);
+
+    fn entered(&self, dir: &Path, look: impl FnOnce() -> bool) -> bool {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((d, entered, at)) = &*g
+            && d == dir
+            && at.elapsed() < Self::FRESH
+        {
+            return *entered;
+        }
+        let entered = look();
+        *g = Some((dir.to_path_buf(), entered, Instant::now()));
+        entered
+    }
+}
+
 /// The plan of the file at `path` (absolute, under one of `roots`); see
 /// [`crate::plan::Planner::plan_path`].
-pub(crate) fn plan_path(sel: &Selection, roots: &[PathBuf], path: &Path) -> Option<PlanEvent> {
+pub(crate) fn plan_path(
+    sel: &Selection,
+    roots: &[PathBuf],
+    last: &LastFolder,
+    path: &Path,
+) -> Option<PlanEvent> {
     let (root, rel) = locate(roots, path)?;
     let comps = normal_components(rel)?;
     let (file_name, dirs) = comps.split_last()?;
-    if !dirs_entered(sel, root, dirs) {
+    let parent = path.parent()?;
+    if !last.entered(parent, || dirs_entered(sel, root, dirs)) {
         return None;
     }
     if let Some(base) = sidecar_of(file_name) {
@@ -77,13 +110,21 @@ fn dirs_entered(sel: &Selection, root: &Path, dirs: &[&OsStr]) -> bool {
         if sel.hides(name) || !sel.enters_by_name(&rel, name, i + 1) {
             return false;
         }
-        if !sel.opts.follow_links
-            && fs::symlink_metadata(&abs).is_ok_and(|m| m.file_type().is_symlink())
-        {
-            return false;
-        }
-        if sel.skips(&abs) {
-            return false;
+        // One look at the folder says both whether it is a link and, if it
+        // is not, whether it is the workspace.
+        match fs::symlink_metadata(&abs) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if !sel.opts.follow_links || sel.skips(&abs) {
+                    return false;
+                }
+            }
+            Ok(m) => {
+                if sel.skips_id((m.dev(), m.ino())) {
+                    return false;
+                }
+            }
+            // Gone: what is under it is gone too, and its plan says so.
+            Err(_) => {}
         }
     }
     true
