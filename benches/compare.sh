@@ -321,36 +321,64 @@ report() {
 clean_runs() { [[ $KEEP == 1 ]] || rm -rf -- "$@"; }
 
 # ---------------------------------------------------------- scenarios -----
+# The commands of a first ingest or a re-run of SRC: intake's and rsync's.
+# With LENIENT=1 (a source not made for the benchmark, such as /usr/lib),
+# both tools take what they can read and skip the rest alike: exit codes 1
+# (intake: a file failed) and 23/24 (rsync: partial transfer) are accepted,
+# not hidden.
+intake_cmd() { # intake_cmd SRC WS LENIENT
+    local c
+    c="$(q "$INTAKE") ingest $(q "$1") --workspace $(q "$2") -q"
+    if [[ $3 == 1 ]]; then c+="; [[ \$? -le 1 ]]"; fi
+    printf '%s' "$c"
+}
+rsync_cmd() { # rsync_cmd SRC DST LENIENT
+    local c
+    c="rsync -a $(q "$1/") $(q "$2/")"
+    if [[ $3 == 1 ]]; then c+="; rc=\$?; [[ \$rc -eq 0 || \$rc -eq 23 || \$rc -eq 24 ]]"; fi
+    printf '%s' "$c"
+}
+
+# first_ingest TAG SRC TITLE TARGET [LENIENT]: intake ingest into a fresh
+# workspace vs rsync -a into an empty folder.
+first_ingest() {
+    local tag=$1 src=$2 title=$3 target=$4 lenient=${5:-0}
+    local ws="$RUNS_DIR/$tag/ws" dst="$RUNS_DIR/$tag/dst"
+    mkdir -p -- "$RUNS_DIR/$tag"
+    run_pair "$tag" rsync \
+        "rm -rf $(q "$ws") && sync" "$(intake_cmd "$src" "$ws" "$lenient")" \
+        "rm -rf $(q "$dst") && mkdir $(q "$dst") && sync" "$(rsync_cmd "$src" "$dst" "$lenient")"
+    verify_ws "$tag" "$ws"
+    report "$tag" "$title" rsync "$MED_INTAKE" "$MED_PEER" "$target"
+    clean_runs "$RUNS_DIR/$tag"
+}
+
+# unchanged_rerun TAG SRC TITLE TARGET [LENIENT]: after one ingest and one
+# rsync, both again over the unchanged source.
+unchanged_rerun() {
+    local tag=$1 src=$2 title=$3 target=$4 lenient=${5:-0}
+    local ws="$RUNS_DIR/$tag/ws" dst="$RUNS_DIR/$tag/dst"
+    rm -rf -- "$RUNS_DIR/$tag"
+    mkdir -p -- "$dst"
+    log "$tag: priming (one intake ingest, one rsync)"
+    bash -c "$(intake_cmd "$src" "$ws" "$lenient")" || die "$tag: priming intake ingest failed$HINT"
+    bash -c "$(rsync_cmd "$src" "$dst" "$lenient")" || die "$tag: priming rsync failed"
+    run_pair "$tag" rsync "" "$(intake_cmd "$src" "$ws" "$lenient")" "" "$(rsync_cmd "$src" "$dst" "$lenient")"
+    verify_ws "$tag" "$ws"
+    report "$tag" "$title" rsync "$MED_INTAKE" "$MED_PEER" "$target"
+    clean_runs "$RUNS_DIR/$tag"
+}
+
 scenario_A() {
     ensure_tree small "$A_FILES" "$A_DIRS" "$A_SIZE"
-    local src="$TREES/small" ws="$RUNS_DIR/A/ws" dst="$RUNS_DIR/A/dst"
-    mkdir -p -- "$RUNS_DIR/A"
-    run_pair A rsync \
-        "rm -rf $(q "$ws") && sync" \
-        "$(q "$INTAKE") ingest $(q "$src") --workspace $(q "$ws") -q" \
-        "rm -rf $(q "$dst") && mkdir $(q "$dst") && sync" \
-        "rsync -a $(q "$src/") $(q "$dst/")"
-    verify_ws A "$ws"
-    report A "first ingest, $A_FILES x $A_SIZE B random files in $A_DIRS folders, $RUNS runs" \
-        rsync "$MED_INTAKE" "$MED_PEER" 1.0
-    clean_runs "$RUNS_DIR/A"
+    first_ingest A "$TREES/small" \
+        "first ingest, $A_FILES x $A_SIZE B random files in $A_DIRS folders, $RUNS runs" 1.0
 }
 
 scenario_B() {
     ensure_tree small "$A_FILES" "$A_DIRS" "$A_SIZE"
-    local src="$TREES/small" ws="$RUNS_DIR/B/ws" dst="$RUNS_DIR/B/dst"
-    rm -rf -- "$RUNS_DIR/B"
-    mkdir -p -- "$dst"
-    log "B: priming (one intake ingest, one rsync)"
-    "$INTAKE" ingest "$src" --workspace "$ws" -q || die "B: priming intake ingest failed$HINT"
-    rsync -a "$src/" "$dst/" || die "B: priming rsync failed"
-    run_pair B rsync "" \
-        "$(q "$INTAKE") ingest $(q "$src") --workspace $(q "$ws") -q" "" \
-        "rsync -a $(q "$src/") $(q "$dst/")"
-    verify_ws B "$ws"
-    report B "unchanged re-run over the tree of A ($A_FILES files), $RUNS runs" \
-        rsync "$MED_INTAKE" "$MED_PEER" 0.5
-    clean_runs "$RUNS_DIR/B"
+    unchanged_rerun B "$TREES/small" \
+        "unchanged re-run over the tree of A ($A_FILES files), $RUNS runs" 0.5
 }
 
 scenario_C() {
@@ -484,32 +512,12 @@ PY
 
 scenario_R1() {
     ensure_real_tree real
-    local src="$TREES/real" ws="$RUNS_DIR/R1/ws" dst="$RUNS_DIR/R1/dst"
-    mkdir -p -- "$RUNS_DIR/R1"
-    run_pair R1 rsync \
-        "rm -rf $(q "$ws") && sync" \
-        "$(q "$INTAKE") ingest $(q "$src") --workspace $(q "$ws") -q" \
-        "rm -rf $(q "$dst") && mkdir $(q "$dst") && sync" \
-        "rsync -a $(q "$src/") $(q "$dst/")"
-    verify_ws R1 "$ws"
-    report R1 "first ingest of the realistic tree, $RUNS runs" rsync "$MED_INTAKE" "$MED_PEER" 0.7
-    clean_runs "$RUNS_DIR/R1"
+    first_ingest R1 "$TREES/real" "first ingest of the realistic tree, $RUNS runs" 0.7
 }
 
 scenario_R2() {
     ensure_real_tree real
-    local src="$TREES/real" ws="$RUNS_DIR/R2/ws" dst="$RUNS_DIR/R2/dst"
-    rm -rf -- "$RUNS_DIR/R2"
-    mkdir -p -- "$dst"
-    log "R2: priming (one intake ingest, one rsync)"
-    "$INTAKE" ingest "$src" --workspace "$ws" -q || die "R2: priming intake ingest failed$HINT"
-    rsync -a "$src/" "$dst/" || die "R2: priming rsync failed"
-    run_pair R2 rsync "" \
-        "$(q "$INTAKE") ingest $(q "$src") --workspace $(q "$ws") -q" "" \
-        "rsync -a $(q "$src/") $(q "$dst/")"
-    verify_ws R2 "$ws"
-    report R2 "unchanged re-run over the realistic tree, $RUNS runs" rsync "$MED_INTAKE" "$MED_PEER" 0.5
-    clean_runs "$RUNS_DIR/R2"
+    unchanged_rerun R2 "$TREES/real" "unchanged re-run over the realistic tree, $RUNS runs" 0.5
 }
 
 scenario_R3() {
@@ -539,35 +547,12 @@ scenario_R3() {
 }
 
 scenario_L1() {
-    local src=/usr/lib ws="$RUNS_DIR/L1/ws" dst="$RUNS_DIR/L1/dst"
-    mkdir -p -- "$RUNS_DIR/L1"
     log "L1: /usr/lib holds $(find /usr/lib -type f | wc -l) files"
-    # Both tools take what they can read and skip the rest alike: exit
-    # codes 1 (intake: a file failed) and 23/24 (rsync: partial transfer)
-    # are accepted, not hidden.
-    run_pair L1 rsync \
-        "rm -rf $(q "$ws") && sync" \
-        "$(q "$INTAKE") ingest $(q "$src") --workspace $(q "$ws") -q; [[ \$? -le 1 ]]" \
-        "rm -rf $(q "$dst") && mkdir $(q "$dst") && sync" \
-        "rsync -a $(q "$src/") $(q "$dst/"); [[ \$? -eq 0 || \$? -eq 23 || \$? -eq 24 ]]"
-    verify_ws L1 "$ws"
-    report L1 "first ingest of /usr/lib, $RUNS runs" rsync "$MED_INTAKE" "$MED_PEER" 0.8
-    clean_runs "$RUNS_DIR/L1"
+    first_ingest L1 /usr/lib "first ingest of /usr/lib, $RUNS runs" 0.8 1
 }
 
 scenario_L2() {
-    local src=/usr/lib ws="$RUNS_DIR/L2/ws" dst="$RUNS_DIR/L2/dst"
-    rm -rf -- "$RUNS_DIR/L2"
-    mkdir -p -- "$dst"
-    log "L2: priming (one intake ingest, one rsync)"
-    "$INTAKE" ingest "$src" --workspace "$ws" -q || [[ $? -le 1 ]] || die "L2: priming intake ingest failed$HINT"
-    rsync -a "$src/" "$dst/" || [[ $? -eq 23 || $? -eq 24 ]] || die "L2: priming rsync failed"
-    run_pair L2 rsync "" \
-        "$(q "$INTAKE") ingest $(q "$src") --workspace $(q "$ws") -q; [[ \$? -le 1 ]]" "" \
-        "rsync -a $(q "$src/") $(q "$dst/"); [[ \$? -eq 0 || \$? -eq 23 || \$? -eq 24 ]]"
-    verify_ws L2 "$ws"
-    report L2 "unchanged re-run over /usr/lib, $RUNS runs" rsync "$MED_INTAKE" "$MED_PEER" 0.5
-    clean_runs "$RUNS_DIR/L2"
+    unchanged_rerun L2 /usr/lib "unchanged re-run over /usr/lib, $RUNS runs" 0.5 1
 }
 
 scenario_E() {

@@ -386,17 +386,22 @@ impl Workspace {
         &*self.engine.index
     }
 
-    /// Creates a session.
-    pub fn create_session(&self, req: &CreateSession, user: SessionOauthUser) -> Result<Session> {
+    /// A new session as `req` asks, starting now (not stored yet).
+    fn new_session(&self, req: &CreateSession, user: SessionOauthUser) -> Session {
         // The index keeps microseconds: print what `session show` will.
         let now = self.now().trunc_subsecs(6);
-        let session = Session {
+        Session {
             created_at: now,
             created_by: user,
             expires_at: req.expiry(now).map(|t| t.trunc_subsecs(6)),
             session_id: Uuid::new_v4(),
             write_mode: req.write_mode,
-        };
+        }
+    }
+
+    /// Creates a session.
+    pub fn create_session(&self, req: &CreateSession, user: SessionOauthUser) -> Result<Session> {
+        let session = self.new_session(req, user);
         self.index()
             .create_session(&session, None)
             .map_err(|e| self.err(e))?;
@@ -575,15 +580,7 @@ impl Workspace {
                 changes.push((name, want));
             }
         }
-        let now = self.now().trunc_subsecs(6);
-        let req = CreateSession::new(WriteMode::Overwrite);
-        let session = Session {
-            created_at: now,
-            created_by: user,
-            expires_at: req.expiry(now).map(|t| t.trunc_subsecs(6)),
-            session_id: Uuid::new_v4(),
-            write_mode: req.write_mode,
-        };
+        let session = self.new_session(&CreateSession::new(WriteMode::Overwrite), user);
         if !opts.dry_run {
             self.index()
                 .create_session(&session, Some(id))

@@ -1010,29 +1010,13 @@ fn overwrite_kill_long() {
 
 /// Every file under `dir` (the export's own files aside), with its BLAKE3.
 fn exported(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            let rel = p
-                .strip_prefix(dir)
-                .unwrap_or(&p)
-                .to_string_lossy()
-                .into_owned();
-            if rel.starts_with(".intake-export") {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let data = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                out.insert(rel, blake3::hash(&data).to_hex().to_string());
-            }
-        }
-    }
-    out
+    common::dir::export_folder(dir)
+        .into_iter()
+        .map(|(p, data)| {
+            let data = data.unwrap_or_else(|| panic!("{p} is a link"));
+            (p, blake3::hash(&data).to_hex().to_string())
+        })
+        .collect()
 }
 
 /// A revert killed at a random moment leaves each name with the content it

@@ -47,32 +47,16 @@ fn history(d: &Dir, name: &str) -> Vec<(u64, bool, String)> {
 
 /// Every file under `dir` (not the export's own files) with its content.
 fn tree(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let e = e.unwrap_or_else(|e| panic!("{e}"));
-            let p = e.path();
-            let rel = p
-                .strip_prefix(dir)
-                .unwrap_or(&p)
-                .to_string_lossy()
-                .into_owned();
-            if rel.starts_with(".intake-export") {
-                continue;
-            }
-            let ft = e.file_type().unwrap_or_else(|e| panic!("{e}"));
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_symlink() {
-                out.insert(rel, "-> link".to_owned());
-            } else {
-                let data = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                out.insert(rel, String::from_utf8_lossy(&data).into_owned());
-            }
-        }
-    }
-    out
+    common::dir::export_folder(dir)
+        .into_iter()
+        .map(|(p, data)| {
+            let shown = match data {
+                Some(d) => String::from_utf8_lossy(&d).into_owned(),
+                None => "-> link".to_owned(),
+            };
+            (p, shown)
+        })
+        .collect()
 }
 
 fn expect_tree(dir: &Path, want: &[(&str, &str)]) {

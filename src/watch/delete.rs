@@ -7,7 +7,8 @@
 //! made inside the transaction that writes the deletion): a name another
 //! file or process has written since is left alone.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
@@ -62,11 +63,12 @@ impl Deleter {
                 return;
             }
         };
+        let path_of: HashMap<&str, &Path> = sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.path.as_path()))
+            .collect();
         for mut r in reports {
-            let source = sources
-                .iter()
-                .find(|s| s.name == r.name)
-                .map(|s| s.path.clone());
+            let source = path_of.get(r.name.as_str()).map(|p| p.to_path_buf());
             if r.outcome == Outcome::Refused {
                 // The session is over: the next one takes it.
                 self.again.extend(source);

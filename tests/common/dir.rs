@@ -548,3 +548,39 @@ pub fn diff(a: &[String], b: &[String]) -> String {
 pub fn can_read(path: &Path) -> bool {
     fs::File::open(path).is_ok()
 }
+
+/// Every entry under the folder `dir` (an export's target) that is not one
+/// of the export's own files (`.intake-export*`), by its path relative to
+/// `dir`: a file's content, or `None` for a symbolic link. Empty if `dir`
+/// is not there.
+pub fn export_folder(dir: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    if !dir.exists() {
+        return out;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let e = e.unwrap_or_else(|e| panic!("{e}"));
+            let p = e.path();
+            let rel = p
+                .strip_prefix(dir)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            if rel.starts_with(".intake-export") {
+                continue;
+            }
+            let ft = e.file_type().unwrap_or_else(|e| panic!("{e}"));
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_symlink() {
+                out.insert(rel, None);
+            } else {
+                let data = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                out.insert(rel, Some(data));
+            }
+        }
+    }
+    out
+}
