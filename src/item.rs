@@ -27,6 +27,11 @@ pub enum Source {
         /// Its mtime, in nanoseconds since the epoch.
         mtime_ns: i64,
     },
+    /// A file written for this ingest alone, which its owner removes
+    /// afterwards (an upload staged by `intake serve`): read like
+    /// [`Source::Path`], but nothing is remembered of it for the quick
+    /// check, and reports name no source.
+    Upload(PathBuf),
 }
 
 impl Source {
@@ -34,7 +39,7 @@ impl Source {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Source::Path(p) | Source::Listed { path: p, .. } => Some(p),
-            Source::Bytes(_) => None,
+            Source::Bytes(_) | Source::Upload(_) => None,
         }
     }
 
@@ -42,7 +47,7 @@ impl Source {
     pub fn into_path(self) -> Option<PathBuf> {
         match self {
             Source::Path(p) | Source::Listed { path: p, .. } => Some(p),
-            Source::Bytes(_) => None,
+            Source::Bytes(_) | Source::Upload(_) => None,
         }
     }
 }

@@ -52,6 +52,8 @@ pub mod meta;
 pub mod name;
 pub mod outcome;
 pub mod plan;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod session;
 pub mod store;
 pub mod watch;

@@ -9,15 +9,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "intake", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// The workspace directory.
+    /// The workspace directory. `intake serve` takes it more than once,
+    /// as NAME=DIR or DIR (served under the folder's name).
     #[arg(
         long,
         short = 'w',
         global = true,
         env = "INTAKE_WORKSPACE",
-        value_name = "DIR"
+        value_name = "DIR",
+        action = clap::ArgAction::Append
     )]
-    pub workspace: Option<PathBuf>,
+    pub workspace: Vec<PathBuf>,
 
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true)]
@@ -65,6 +67,12 @@ pub enum Command {
         #[arg(long, default_value = "1h", value_name = "DURATION")]
         grace: String,
     },
+    /// Serve the deepset upload-session API over HTTP, so that the
+    /// deepset-cloud SDK and CLI upload into workspaces.
+    Serve(ServeArgs),
+    /// Create, list and revoke the API keys of `intake serve`.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Print a shell completion script (see the README's install step).
     Completions {
         /// The shell.
@@ -345,5 +353,70 @@ pub enum FilesCmd {
         version: u64,
         #[command(flatten)]
         session: ChangeSessionArgs,
+    },
+}
+
+/// `intake serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (port 0: any free port, printed).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Serve every workspace folder in DIR, each under its folder's name.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The URL clients reach this server at, for the upload URLs sessions
+    /// hand out (behind a reverse proxy: its https:// address). Default:
+    /// http:// and the request's Host.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Largest upload body, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 5 << 30)]
+    pub max_upload_bytes: u64,
+    /// Most files one upload session takes.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_files_per_session: u64,
+    /// Most upload sessions one API key may have open.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_open_sessions: u64,
+    /// Longest a request other than an upload may take.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub request_timeout: String,
+    /// Longest an upload may send nothing before it is cut off.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub upload_idle_timeout: String,
+    /// Most requests served at once; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// After SIGINT/SIGTERM, how long uploads in flight may take to finish.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub stop_timeout: String,
+    /// Show the status page at / to every client, not only this machine's.
+    #[arg(long)]
+    pub public_status: bool,
+    /// Log format (one line per request).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `intake keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Create a key and print it (the only time it is shown).
+    Create {
+        /// A name for the key (who or what uses it).
+        #[arg(long)]
+        name: String,
+        /// The user its sessions are created by: "Given Family" (default:
+        /// the key's name).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
+    /// List the keys (never the keys themselves).
+    List,
+    /// Revoke a key: it stops working at once.
+    Revoke {
+        /// The key's name.
+        name: String,
     },
 }

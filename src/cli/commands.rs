@@ -31,6 +31,8 @@ pub fn dispatch(cli: &Cli) -> Result<Exit> {
         Command::Export(a) => export(cli, a),
         Command::Verify => verify(cli),
         Command::Gc { retention, grace } => gc(cli, retention, grace),
+        Command::Serve(a) => super::serve_cmd::serve(cli, a),
+        Command::Keys(c) => super::serve_cmd::keys(cli, c),
         Command::Completions { shell } => {
             // Generated into memory first: writing to a closed pipe must
             // end the command, not panic inside the generator.

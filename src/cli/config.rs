@@ -11,9 +11,20 @@ use super::args::{ChangeSessionArgs, Cli, SelectArgs, SessionArgs};
 use super::user::creator;
 
 pub fn workspace_dir(cli: &Cli) -> Result<PathBuf> {
-    cli.workspace
-        .clone()
+    single_workspace(cli)?
         .ok_or_else(|| anyhow!("no workspace given: pass --workspace DIR or set INTAKE_WORKSPACE"))
+}
+
+/// The one `--workspace` given, if any: only `intake serve` takes several.
+pub fn single_workspace(cli: &Cli) -> Result<Option<PathBuf>> {
+    match cli.workspace.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        many => Err(anyhow!(
+            "--workspace is given {} times; only `intake serve` takes more than one",
+            many.len()
+        )),
+    }
 }
 
 pub fn plan_options(paths: &[PathBuf], s: &SelectArgs, workspace: &Path) -> PlanOptions {

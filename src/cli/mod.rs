@@ -5,6 +5,7 @@ pub mod args;
 mod commands;
 mod config;
 mod output;
+mod serve_cmd;
 mod signals;
 mod user;
 mod watch_cmd;

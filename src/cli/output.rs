@@ -14,14 +14,21 @@ use super::Cli;
 /// `RUST_LOG` overrides.
 pub fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
+    let serving = matches!(&cli.command, super::args::Command::Serve(_));
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
+        // A server logs one line per request.
+        (_, 0) if serving => "info",
         (_, 0) => "warn",
         (_, 1) => "info",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let json_logs = matches!(&cli.command, super::args::Command::Watch(w) if w.log_format == super::args::LogFormat::Json);
+    let json_logs = match &cli.command {
+        super::args::Command::Watch(w) => w.log_format == super::args::LogFormat::Json,
+        super::args::Command::Serve(s) => s.log_format == super::args::LogFormat::Json,
+        _ => false,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -135,7 +135,7 @@ fn duration(what: &str, s: &str) -> Result<Duration> {
 /// The command line wins over the file; a flag set in the file cannot be
 /// unset on the command line.
 fn merge(cli: &Cli, a: &WatchArgs, f: FileConfig) -> Result<Opts> {
-    let workspace = cli.workspace.clone().or(f.workspace).ok_or_else(|| {
+    let workspace = super::config::single_workspace(cli)?.or(f.workspace).ok_or_else(|| {
         anyhow!("no workspace given: pass --workspace DIR, set INTAKE_WORKSPACE, or put `workspace = \"DIR\"` in the config file")
     })?;
     let paths = if a.paths.is_empty() {

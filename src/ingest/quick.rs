@@ -144,7 +144,7 @@ impl QuickCache {
         meta: Option<&Meta>,
     ) -> Option<State> {
         let (path, size, mtime) = match source {
-            Source::Bytes(_) => return None,
+            Source::Bytes(_) | Source::Upload(_) => return None,
             Source::Listed {
                 path,
                 size,

@@ -71,6 +71,22 @@ impl Reader<'_> {
             Source::Path(path) | Source::Listed { path, .. } => {
                 self.prepare_path(&name, path, meta)
             }
+            Source::Upload(path) => match self.prepare_path(&name, path, meta) {
+                State::Read {
+                    hash,
+                    size,
+                    meta,
+                    blob,
+                    source: _,
+                } => State::Read {
+                    hash,
+                    size,
+                    meta,
+                    blob,
+                    source: None,
+                },
+                other => other,
+            },
         };
         p
     }

@@ -21,6 +21,7 @@
 pub mod dir;
 pub mod procs;
 pub mod seams;
+pub mod serve;
 pub mod ws;
 
 use std::fs;

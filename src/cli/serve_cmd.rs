@@ -1,0 +1,207 @@
+//! `intake serve` and `intake keys`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use intake::Workspace;
+use intake::serve::{Keys, Limits, ServeOptions, Server, valid_workspace_name};
+use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::Exit;
+use super::args::{Cli, KeysCmd, ServeArgs};
+use super::config::workspace_dir;
+use super::output::println_locked;
+use super::user::creator;
+
+fn duration(what: &str, s: &str) -> Result<Duration> {
+    intake::duration::parse_duration(s).map_err(|e| anyhow!("{what}: {e}"))
+}
+
+/// The workspaces to serve: every workspace folder in `--root`, and each
+/// `--workspace NAME=DIR` (or `DIR`, named after the folder).
+fn workspaces(cli: &Cli, a: &ServeArgs) -> Result<Vec<(String, Workspace)>> {
+    let mut out = Vec::new();
+    if let Some(root) = &a.root {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+            .with_context(|| format!("cannot list --root {}", root.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("intake.db").is_file())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let name = folder_name(&dir)?;
+            out.push((name, Workspace::open(&dir)?));
+        }
+    }
+    for w in &cli.workspace {
+        let text = w.to_string_lossy();
+        let (name, dir) = match text.split_once('=') {
+            Some((n, d)) if valid_workspace_name(n) => (n.to_owned(), PathBuf::from(d)),
+            _ => (folder_name(w)?, w.clone()),
+        };
+        out.push((name, Workspace::open(&dir)?));
+    }
+    if out.is_empty() {
+        bail!(
+            "nothing to serve: pass --root DIR (every workspace folder in it) or --workspace NAME=DIR"
+        );
+    }
+    Ok(out)
+}
+
+fn folder_name(dir: &Path) -> Result<String> {
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if !valid_workspace_name(&name) {
+        bail!(
+            "{} cannot be served under its folder's name {name:?}: give it one with --workspace NAME={}",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(name)
+}
+
+pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<Exit> {
+    let options = ServeOptions {
+        public_url: a.public_url.clone(),
+        public_status: a.public_status,
+        limits: Limits {
+            max_upload_bytes: a.max_upload_bytes,
+            max_files_per_session: a.max_files_per_session,
+            max_open_sessions_per_key: a.max_open_sessions,
+            request_timeout: duration("--request-timeout", &a.request_timeout)?,
+            upload_idle_timeout: duration("--upload-idle-timeout", &a.upload_idle_timeout)?,
+            max_in_flight: a.max_in_flight,
+        },
+    };
+    let stop_timeout = duration("--stop-timeout", &a.stop_timeout)?;
+    let server = Server::new(workspaces(cli, a)?, options)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("intake-http")
+        .build()
+        .context("cannot start the HTTP runtime")?;
+    let result = rt.block_on(run(cli, a.listen, &server, stop_timeout));
+    // Whatever happened to the listener: commit what was closed.
+    server.shutdown();
+    result.map(|()| Exit::Ok)
+}
+
+async fn run(cli: &Cli, listen: SocketAddr, server: &Server, stop_timeout: Duration) -> Result<()> {
+    let mut int = signal(SignalKind::interrupt()).context("cannot set up signal handling")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot set up signal handling")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr().context("the listening address")?;
+    let names = server.workspaces();
+    if cli.json {
+        println_locked(
+            &json!({"type": "listening", "address": format!("http://{addr}"), "workspaces": names})
+                .to_string(),
+        );
+    } else if !cli.quiet {
+        println_locked(&format!(
+            "intake serve: listening on http://{addr} (API at http://{addr}/api/v1; workspaces: {})",
+            names.join(", ")
+        ));
+    }
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let app = server
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let mut http = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
+    let name = tokio::select! {
+        r = &mut http => {
+            return r.context("the HTTP server failed")?.context("the HTTP server failed");
+        }
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    tracing::info!(
+        "{name}: no new connections; finishing the requests in flight (at most {stop_timeout:?}; send it again to stop at once)"
+    );
+    let _ = stop_tx.send(true);
+    tokio::select! {
+        r = &mut http => r.context("the HTTP server failed")?.context("the HTTP server failed")?,
+        _ = tokio::time::sleep(stop_timeout) => {
+            tracing::warn!("requests still in flight after {stop_timeout:?}; stopping them (their clients retry)");
+            http.abort();
+        }
+        _ = int.recv() => std::process::exit(128 + libc::SIGINT),
+        _ = term.recv() => std::process::exit(128 + libc::SIGTERM),
+    }
+    tracing::info!("committing the sessions closed so far");
+    Ok(())
+}
+
+pub fn keys(cli: &Cli, c: &KeysCmd) -> Result<Exit> {
+    let ws = Workspace::open(workspace_dir(cli)?)?;
+    let keys = Keys::open(&ws)?;
+    match c {
+        KeysCmd::Create { name, user } => {
+            let user = creator(Some(user.as_deref().unwrap_or(name)));
+            let key = keys.create(name, user.clone())?;
+            let who = format!("{} {}", user.given_name, user.family_name)
+                .trim()
+                .to_owned();
+            if cli.json {
+                println_locked(&json!({"name": name, "key": key, "user": who}).to_string());
+            } else {
+                println_locked(&key);
+                if !cli.quiet {
+                    eprintln!(
+                        "Created key {name:?} (sessions created by {who}). It is shown only now: keep it in a secret store."
+                    );
+                }
+            }
+        }
+        KeysCmd::List => {
+            for k in keys.list()? {
+                let who = format!("{} {}", k.user.given_name, k.user.family_name)
+                    .trim()
+                    .to_owned();
+                let created = intake::session::format_ts(k.created_at);
+                let revoked = k.revoked_at.map(intake::session::format_ts);
+                if cli.json {
+                    println_locked(
+                        &json!({"name": k.name, "user": who, "created_at": created, "revoked_at": revoked})
+                            .to_string(),
+                    );
+                } else {
+                    println_locked(&format!(
+                        "{}\t{who}\tcreated {created}{}",
+                        k.name,
+                        revoked
+                            .map(|r| format!("\trevoked {r}"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        KeysCmd::Revoke { name } => {
+            if !keys.revoke(name)? {
+                bail!("no live key named {name:?}; list them with `intake keys list`");
+            }
+            if cli.json {
+                println_locked(&json!({"name": name, "revoked": true}).to_string());
+            } else if !cli.quiet {
+                println_locked(&format!("Revoked key {name:?}"));
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,573 @@
+//! What the server keeps beside a workspace, in `serve/serve.db` (SQLite):
+//! API keys (their hashes), the API's view of each upload session (its
+//! expiry, who made it, whether it was closed and committed), the uploads
+//! staged for a session until it is committed, and the file ids handed
+//! out.
+//!
+//! The folder is the owner's alone (0700, the database 0600): it holds the
+//! key hashes and the token-signing secret.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
+
+use crate::outcome::Reason;
+use crate::session::{SessionOauthUser, WriteMode};
+
+/// The schema this build writes.
+const SCHEMA: i64 = 1;
+
+/// Why the server's own store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite said no.
+    #[error("the server's database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A file or folder of the server's state.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Others can read what only the owner may.
+    #[error(
+        "{path} can be read by other users, and it holds API key hashes and the upload-signing secret; run: chmod -R go-rwx {path}"
+    )]
+    Exposed {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// A newer intake wrote it.
+    #[error(
+        "the server's database {path} has schema {found}; this intake knows {SCHEMA}: upgrade intake"
+    )]
+    Newer {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema.
+        found: i64,
+    },
+    /// A key of that name exists.
+    #[error("a key named {0:?} exists already")]
+    KeyExists(String),
+}
+
+/// An API key as stored: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Its name.
+    pub name: String,
+    /// The user its sessions are created by.
+    pub user: SessionOauthUser,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// BLAKE3 of the key.
+    pub(crate) hash: blake3::Hash,
+}
+
+/// The API's view of an upload session intake's server made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiSession {
+    pub(crate) id: Uuid,
+    /// The key that made it.
+    pub(crate) key: String,
+    /// The API's expiry: uploads are refused from then on, and a session
+    /// never closed is closed then.
+    pub(crate) expires_at: DateTime<Utc>,
+    /// When it was closed (by the client, or at its expiry).
+    pub(crate) closed_at: Option<DateTime<Utc>>,
+    /// Closed at its expiry rather than by the client.
+    pub(crate) expired: bool,
+    /// When its uploads were committed and its intake session closed.
+    pub(crate) committed_at: Option<DateTime<Utc>>,
+    /// The write mode, for the session that takes a key's direct uploads
+    /// (`POST files`) in that mode; `None` for an upload session.
+    pub(crate) direct: Option<WriteMode>,
+}
+
+/// An upload staged for a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Staged {
+    /// Arrival order.
+    pub(crate) seq: i64,
+    /// The object's name as uploaded.
+    pub(crate) name: String,
+    /// Where its body is, or why the upload was refused (it still counts,
+    /// as a failed file, when the session is committed).
+    pub(crate) body: Result<PathBuf, (Reason, String)>,
+}
+
+/// The server's database of one workspace.
+pub(crate) struct ServeDb {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn ts(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_ts(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Creates `dir` owner-only if it is missing.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), DbError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| DbError::Io {
+            what: "cannot create",
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Refuses a folder that users other than its owner can enter or read.
+pub(crate) fn check_private(dir: &Path) -> Result<(), DbError> {
+    let meta = fs::metadata(dir).map_err(|source| DbError::Io {
+        what: "cannot stat",
+        path: dir.to_owned(),
+        source,
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(DbError::Exposed {
+            path: dir.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+impl ServeDb {
+    /// Opens (creating if needed) the database in the private folder `dir`.
+    pub(crate) fn open(dir: &Path) -> Result<ServeDb, DbError> {
+        private_dir(dir)?;
+        check_private(dir)?;
+        let path = dir.join("serve.db");
+        // Created 0600 before SQLite opens it; SQLite gives its journal
+        // files the database's permissions.
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| DbError::Io {
+                what: "cannot create",
+                path: path.clone(),
+                source,
+            })?;
+        let sql = |source| DbError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(sql)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+            .map_err(sql)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql)?;
+        if found > SCHEMA {
+            return Err(DbError::Newer { path, found });
+        }
+        if found < SCHEMA {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE IF NOT EXISTS keys (
+                     name TEXT PRIMARY KEY,
+                     hash BLOB NOT NULL UNIQUE,
+                     user TEXT NOT NULL,
+                     created_at INTEGER NOT NULL,
+                     revoked_at INTEGER
+                 );
+                 CREATE TABLE IF NOT EXISTS sessions (
+                     session_id TEXT PRIMARY KEY,
+                     key_name TEXT NOT NULL,
+                     expires_at INTEGER NOT NULL,
+                     closed_at INTEGER,
+                     expired INTEGER NOT NULL DEFAULT 0,
+                     committed_at INTEGER,
+                     direct TEXT
+                 );
+                 CREATE INDEX IF NOT EXISTS sessions_open ON sessions(closed_at, expires_at);
+                 CREATE TABLE IF NOT EXISTS uploads (
+                     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                     session_id TEXT NOT NULL,
+                     name TEXT NOT NULL,
+                     file TEXT,
+                     reason TEXT,
+                     message TEXT
+                 );
+                 CREATE INDEX IF NOT EXISTS uploads_session ON uploads(session_id, seq);
+                 CREATE TABLE IF NOT EXISTS file_ids (
+                     file_id TEXT PRIMARY KEY,
+                     name TEXT NOT NULL
+                 );
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )
+            .map_err(sql)?;
+        }
+        Ok(ServeDb {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|source| DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    // ---- keys
+
+    /// Stores a new key's hash.
+    pub(crate) fn add_key(&self, rec: &KeyRecord) -> Result<(), DbError> {
+        let user = serde_json::to_string(&rec.user).unwrap_or_default();
+        let added = self.with(|c| {
+            c.execute(
+                "INSERT INTO keys (name, hash, user, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+                params![
+                    rec.name,
+                    rec.hash.as_bytes().as_slice(),
+                    user,
+                    ts(rec.created_at)
+                ],
+            )
+        })?;
+        if added == 0 {
+            return Err(DbError::KeyExists(rec.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Every key, revoked ones included, by name.
+    pub(crate) fn keys(&self) -> Result<Vec<KeyRecord>, DbError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT name, hash, user, created_at, revoked_at FROM keys ORDER BY name",
+            )?;
+            let rows = st.query_map([], |r| {
+                let hash: Vec<u8> = r.get(1)?;
+                let user: String = r.get(2)?;
+                Ok(KeyRecord {
+                    name: r.get(0)?,
+                    hash: <[u8; 32]>::try_from(hash.as_slice())
+                        .map(blake3::Hash::from_bytes)
+                        .unwrap_or_else(|_| blake3::Hash::from_bytes([0; 32])),
+                    user: serde_json::from_str(&user)
+                        .unwrap_or_else(|_| SessionOauthUser::from_name("unknown")),
+                    created_at: from_ts(r.get(3)?),
+                    revoked_at: r.get::<_, Option<i64>>(4)?.map(from_ts),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Revokes a key; `false` if there is no such key or it was revoked.
+    pub(crate) fn revoke_key(&self, name: &str, at: DateTime<Utc>) -> Result<bool, DbError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, ts(at)],
+            )
+        })
+        .map(|n| n > 0)
+    }
+
+    // ---- sessions
+
+    /// Records a session the server made.
+    pub(crate) fn add_session(&self, s: &ApiSession) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sessions (session_id, key_name, expires_at, direct) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    s.id.to_string(),
+                    s.key,
+                    ts(s.expires_at),
+                    s.direct.map(WriteMode::as_str)
+                ],
+            )
+        })
+        .map(|_| ())
+    }
+
+    fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiSession> {
+        let id: String = r.get(0)?;
+        let direct: Option<String> = r.get(6)?;
+        Ok(ApiSession {
+            id: id.parse().unwrap_or_default(),
+            key: r.get(1)?,
+            expires_at: from_ts(r.get(2)?),
+            closed_at: r.get::<_, Option<i64>>(3)?.map(from_ts),
+            expired: r.get(4)?,
+            committed_at: r.get::<_, Option<i64>>(5)?.map(from_ts),
+            direct: direct.and_then(|d| d.parse().ok()),
+        })
+    }
+
+    const SESSION_COLUMNS: &str =
+        "session_id, key_name, expires_at, closed_at, expired, committed_at, direct";
+
+    /// The API's view of a session, if the server made it.
+    pub(crate) fn session(&self, id: Uuid) -> Result<Option<ApiSession>, DbError> {
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM sessions WHERE session_id = ?1",
+                Self::SESSION_COLUMNS
+            ))?
+            .query_row([id.to_string()], Self::session_row)
+            .optional()
+        })
+    }
+
+    /// Every session the server made.
+    pub(crate) fn sessions(&self) -> Result<Vec<ApiSession>, DbError> {
+        self.with(|c| {
+            let mut st =
+                c.prepare_cached(&format!("SELECT {} FROM sessions", Self::SESSION_COLUMNS))?;
+            let rows = st.query_map([], Self::session_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Closes a session; `false` if it was closed already.
+    pub(crate) fn close_session(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        expired: bool,
+    ) -> Result<bool, DbError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET closed_at = ?2, expired = ?3
+                 WHERE session_id = ?1 AND closed_at IS NULL",
+                params![id.to_string(), ts(at), expired],
+            )
+        })
+        .map(|n| n > 0)
+    }
+
+    /// Records that a session's uploads are committed.
+    pub(crate) fn mark_committed(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE sessions SET committed_at = ?2 WHERE session_id = ?1",
+                params![id.to_string(), ts(at)],
+            )?;
+            tx.execute(
+                "DELETE FROM uploads WHERE session_id = ?1",
+                [id.to_string()],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Sessions closed whose uploads are not committed yet.
+    pub(crate) fn uncommitted(&self) -> Result<Vec<Uuid>, DbError> {
+        self.ids(
+            "SELECT session_id FROM sessions
+             WHERE closed_at IS NOT NULL AND committed_at IS NULL ORDER BY closed_at",
+            None,
+        )
+    }
+
+    /// Sessions open past their expiry at `now`.
+    pub(crate) fn due(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>, DbError> {
+        self.ids(
+            "SELECT session_id FROM sessions
+             WHERE closed_at IS NULL AND expires_at <= ?1 ORDER BY expires_at",
+            Some(ts(now)),
+        )
+    }
+
+    fn ids(&self, sql: &str, arg: Option<i64>) -> Result<Vec<Uuid>, DbError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(sql)?;
+            let ids: Vec<String> = match arg {
+                Some(a) => st
+                    .query_map([a], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+                None => st
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+            };
+            Ok(ids.iter().filter_map(|s| s.parse().ok()).collect())
+        })
+    }
+
+    /// Upload sessions of `key` open at `now`.
+    pub(crate) fn open_sessions_of(&self, key: &str, now: DateTime<Utc>) -> Result<u64, DbError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT count(*) FROM sessions
+                 WHERE key_name = ?1 AND direct IS NULL AND closed_at IS NULL AND expires_at > ?2",
+            )?
+            .query_row(params![key, ts(now)], |r| r.get::<_, i64>(0))
+        })
+        .map(|n| n.max(0) as u64)
+    }
+
+    /// The open session taking `key`'s direct uploads in `mode` that
+    /// stays open at least until `until`.
+    pub(crate) fn direct_session(
+        &self,
+        key: &str,
+        mode: WriteMode,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Uuid>, DbError> {
+        let ids = self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT session_id FROM sessions
+                 WHERE key_name = ?1 AND direct = ?2 AND closed_at IS NULL AND expires_at > ?3
+                 ORDER BY expires_at DESC LIMIT 1",
+            )?;
+            let rows = st.query_map(params![key, mode.as_str(), ts(until)], |r| {
+                r.get::<_, String>(0)
+            })?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+        })?;
+        Ok(ids.first().and_then(|s| s.parse().ok()))
+    }
+
+    // ---- uploads
+
+    /// Records an upload whose body is durable in `file` (or which was
+    /// refused, and why), unless the session was closed meanwhile (then
+    /// `None`: the caller refuses it). Closing and this take the same lock,
+    /// so the commit that follows a close sees every upload accepted
+    /// before it.
+    pub(crate) fn add_upload(
+        &self,
+        session: Uuid,
+        name: &str,
+        body: Result<&Path, (Reason, &str)>,
+    ) -> Result<Option<i64>, DbError> {
+        let (file, reason, message) = match body {
+            Ok(f) => (Some(f.to_string_lossy().into_owned()), None, None),
+            Err((r, m)) => (None, Some(r.as_str()), Some(m)),
+        };
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let open: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM sessions WHERE session_id = ?1 AND closed_at IS NULL",
+                    [session.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if open.is_none() {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO uploads (session_id, name, file, reason, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![session.to_string(), name, file, reason, message],
+            )?;
+            let seq = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(Some(seq))
+        })
+    }
+
+    /// A session's staged uploads in arrival order.
+    pub(crate) fn uploads(&self, session: Uuid) -> Result<Vec<Staged>, DbError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, name, file, reason, message FROM uploads
+                 WHERE session_id = ?1 ORDER BY seq",
+            )?;
+            let rows = st.query_map([session.to_string()], |r| {
+                let file: Option<String> = r.get(2)?;
+                let reason: Option<String> = r.get(3)?;
+                let message: Option<String> = r.get(4)?;
+                let body = match file {
+                    Some(f) => Ok(PathBuf::from(f)),
+                    None => Err((
+                        reason
+                            .and_then(|r| Reason::parse(&r))
+                            .unwrap_or(Reason::ReadError),
+                        message.unwrap_or_default(),
+                    )),
+                };
+                Ok(Staged {
+                    seq: r.get(0)?,
+                    name: r.get(1)?,
+                    body,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// How many objects are staged for a session whose names are not
+    /// sidecars.
+    pub(crate) fn upload_count(&self, session: Uuid) -> Result<u64, DbError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT count(DISTINCT name) FROM uploads
+                 WHERE session_id = ?1 AND name NOT LIKE '%.meta.json'",
+            )?
+            .query_row([session.to_string()], |r| r.get::<_, i64>(0))
+        })
+        .map(|n| n.max(0) as u64)
+    }
+
+    // ---- file ids
+
+    /// Remembers the names of ids handed out.
+    pub(crate) fn remember_ids(&self, ids: &[(Uuid, &str)]) -> Result<(), DbError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO file_ids (file_id, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                )?;
+                for (id, name) in ids {
+                    st.execute(params![id.to_string(), name])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// The name an id was handed out for.
+    pub(crate) fn name_of(&self, id: Uuid) -> Result<Option<String>, DbError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT name FROM file_ids WHERE file_id = ?1")?
+                .query_row([id.to_string()], |r| r.get(0))
+                .optional()
+        })
+    }
+}
