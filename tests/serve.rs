@@ -614,3 +614,143 @@ fn health_metrics_and_the_status_page() {
     assert!(!page.contains("<b>bold"), "{page}");
     assert!(s.log().contains("status=204"), "{}", s.log());
 }
+
+/// Uploads `names` (content = name) from 16 threads; returns the names
+/// whose upload got no 204 (the server was killed under them).
+fn upload_all(s: &Served, session: &Value, names: &[String]) -> Vec<String> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(n) = names.get(i) else { return };
+                    let ok = s
+                        .try_upload(session, n, n.as_bytes())
+                        .is_ok_and(|r| r.status().as_u16() == 204);
+                    if !ok {
+                        failed.lock().expect("failed list").push(n.clone());
+                    }
+                }
+            });
+        }
+    });
+    failed.into_inner().expect("failed list")
+}
+
+#[test]
+fn five_hundred_concurrent_uploads_are_each_taken_once() {
+    let (d, k, s) = setup(&[]);
+    let session = s.create(&k, "ws", "FAIL");
+    let names: Vec<String> = (0..500).map(|i| format!("c{i:03}.txt")).collect();
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for n in &names {
+            let (s, session, failed) = (&s, &session, &failed);
+            scope.spawn(move || {
+                let code = s.upload(session, n, n.as_bytes()).status().as_u16();
+                if code != 204 {
+                    failed.lock().expect("list").push((n.clone(), code));
+                }
+            });
+        }
+    });
+    assert_eq!(
+        failed.into_inner().expect("list"),
+        Vec::<(String, u16)>::new()
+    );
+    assert_eq!(s.close(&k, "ws", &sid(&session)), 204);
+    assert_eq!(s.wait_counted(&k, "ws", &sid(&session), 500), (500, 0));
+    let files = d.files_by_name();
+    assert_eq!(files.keys().cloned().collect::<Vec<_>>(), names);
+    for n in ["c000.txt", "c250.txt", "c499.txt"] {
+        assert_eq!(d.cat(n), n.as_bytes());
+    }
+    assert_eq!(
+        session_show(&d, &sid(&session))["ingestion_status"]["ingested"],
+        500
+    );
+}
+
+/// Kills the server (kill -9) during uploads, then right after a close
+/// (during the commit), restarts it, re-uploads what the client saw fail
+/// (as the SDK's retries do), and checks: every file is there once with
+/// its content, the session counted each once, `verify` passes.
+fn kill_rounds(rounds: u64) {
+    let mut rng = common::procs::Rng::new(common::procs::seed(0x5e7e));
+    for round in 0..rounds {
+        let (d, k, mut s) = setup(&[]);
+        let ws_arg = format!("ws={}", d.ws().display());
+        let session = s.create(&k, "ws", "OVERWRITE");
+        let names: Vec<String> = (0..600).map(|i| format!("r{round}-{i:03}.txt")).collect();
+        // During the uploads.
+        let delay = Duration::from_millis(rng.range(5, 150));
+        let pid = s.child.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        });
+        let failed = upload_all(&s, &session, &names);
+        killer.join().expect("killer");
+        let _ = s.child.wait();
+        // The server's URL changes with its port: the client's session
+        // config is re-pointed at the new server.
+        s = Served::start(&["--workspace", &ws_arg]);
+        let mut session = session.clone();
+        let url = str_field(&session["aws_prefixed_request_config"], "url");
+        let path = &url[url.find("/api/").expect("api path")..];
+        session["aws_prefixed_request_config"]["url"] = json!(s.url(path));
+        assert_eq!(
+            upload_all(&s, &session, &failed),
+            Vec::<String>::new(),
+            "round {round}"
+        );
+        // During the commit.
+        assert_eq!(s.close(&k, "ws", &sid(&session)), 204);
+        std::thread::sleep(Duration::from_millis(rng.range(0, 250)));
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+        let s = Served::start(&["--workspace", &ws_arg]);
+        assert_eq!(
+            s.wait_counted(&k, "ws", &sid(&session), 600),
+            (600, 0),
+            "round {round}"
+        );
+        assert_eq!(d.names(), names, "round {round}");
+        assert_eq!(d.cat(&names[77]), names[77].as_bytes());
+        let shown = session_show(&d, &sid(&session));
+        assert_eq!(
+            shown["ingestion_status"]["ingested"], 600,
+            "round {round}: {shown}"
+        );
+        assert_eq!(shown["status"], "CLOSED");
+        d.verify_without_defects(&format!("round {round}"));
+        // The staged bodies go once the commit is recorded.
+        let staged = d.ws().join("serve/uploads").join(sid(&session));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while staged.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !staged.exists(),
+            "round {round}: staged uploads left behind: {:?}\n{}",
+            std::fs::read_dir(&staged).map(|r| r.count()),
+            s.log()
+        );
+    }
+}
+
+#[test]
+fn a_server_killed_during_uploads_and_commit_loses_and_doubles_nothing_short() {
+    kill_rounds(3);
+}
+
+/// `cargo test --release --test serve -- --ignored --nocapture killed`
+#[test]
+#[ignore]
+fn a_server_killed_during_uploads_and_commit_loses_and_doubles_nothing_long() {
+    kill_rounds(40);
+}

@@ -151,13 +151,38 @@ impl Hosted {
         let secret = secret(&dir.join("secret"))?;
         let stage = dir.join("uploads");
         db::private_dir(&stage)?;
-        Ok(Hosted {
+        let hosted = Hosted {
             name,
             ws,
             db,
             secret,
             stage,
-        })
+        };
+        hosted.clear_leftovers()?;
+        Ok(hosted)
+    }
+
+    /// Removes the staged uploads of sessions already committed (or never
+    /// recorded): what a server stopped between a commit and its clean-up
+    /// left behind.
+    fn clear_leftovers(&self) -> Result<(), ServeError> {
+        let Ok(entries) = std::fs::read_dir(&self.stage) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let id = e.file_name().to_str().and_then(|n| n.parse::<Uuid>().ok());
+            let done = match id {
+                None => true,
+                Some(id) => self
+                    .db
+                    .session(id)?
+                    .is_none_or(|s| s.committed_at.is_some()),
+            };
+            if done {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        Ok(())
     }
 
     /// The folder a session's uploads are staged in.
@@ -411,6 +436,9 @@ fn commit_session(inner: &Inner, hosted: &Hosted, id: Uuid) -> Result<(), String
                 .ws
                 .ingest(&rec.session)
                 .quick_check(false)
+                // Smaller group commits than a folder ingest's: the
+                // client polling the status sees the count grow.
+                .batch(256, 16 << 20)
                 .run(items, |r| inner.metrics.file(r))
                 .map_err(|e| e.to_string())?;
             tracing::info!(

@@ -116,6 +116,16 @@ impl Served {
     /// Uploads one object into a session the way the SDK does: the
     /// session's fields in order, then `file` (its name percent-encoded).
     pub fn upload(&self, session: &Value, name: &str, body: &[u8]) -> Response {
+        self.try_upload(session, name, body).expect("upload")
+    }
+
+    /// [`Served::upload`], with a connection failure as an error.
+    pub fn try_upload(
+        &self,
+        session: &Value,
+        name: &str,
+        body: &[u8],
+    ) -> reqwest::Result<Response> {
         let cfg = &session["aws_prefixed_request_config"];
         let mut form = multipart::Form::new();
         for (k, v) in cfg["fields"].as_object().expect("fields") {
@@ -130,7 +140,6 @@ impl Served {
             .post(cfg["url"].as_str().expect("url"))
             .multipart(form)
             .send()
-            .expect("upload")
     }
 
     /// Closes a session; returns the status.
