@@ -70,6 +70,7 @@ pub struct WorkspaceBuilder {
     retry: RetryPolicy,
     index: Option<Arc<dyn Index>>,
     blobs: Option<Arc<dyn BlobStore>>,
+    group_access: bool,
 }
 
 impl WorkspaceBuilder {
@@ -85,6 +86,7 @@ impl WorkspaceBuilder {
             retry: RetryPolicy::default(),
             index: None,
             blobs: None,
+            group_access: false,
         }
     }
 
@@ -136,6 +138,16 @@ impl WorkspaceBuilder {
         self
     }
 
+    /// Whether a workspace folder [`WorkspaceBuilder::create`] makes lets
+    /// its group read it (0750, the index 0640) rather than only its owner
+    /// (0700 and 0600, the default): a workspace holds every file ingested,
+    /// and `intake serve`'s key hashes. A folder that exists already keeps
+    /// its permissions.
+    pub fn group_access(mut self, on: bool) -> Self {
+        self.group_access = on;
+        self
+    }
+
     /// Uses another index instead of the folder's `intake.db`.
     pub fn index(mut self, index: Arc<dyn Index>) -> Self {
         self.index = Some(index);
@@ -154,8 +166,34 @@ impl WorkspaceBuilder {
             if dir.exists() && !dir.is_dir() {
                 return Err(Error::NotADirectory(dir.clone()));
             }
-            fs::create_dir_all(dir)
-                .map_err(|e| self.store_err(StoreError::io("creating the directory", e)))?;
+            let (dir_mode, file_mode) = if self.group_access {
+                (0o750, 0o640)
+            } else {
+                (0o700, 0o600)
+            };
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            // The folders above it as `mkdir -p` makes them; the
+            // workspace's own with its mode.
+            let mkdir = |e| self.store_err(StoreError::io("creating the directory", e));
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).map_err(mkdir)?;
+            }
+            match fs::DirBuilder::new().mode(dir_mode).create(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(mkdir(e)),
+                _ => {}
+            }
+            // A new index file is made with the workspace's mode before
+            // SQLite opens it (SQLite would make it 0644, and gives its
+            // journal files the database's mode). If that fails, SQLite
+            // says why when it opens it.
+            let index = dir.join(INDEX_FILE);
+            if fs::symlink_metadata(&index).is_err() {
+                let _ = fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(file_mode)
+                    .open(&index);
+            }
         }
         self.build(true)
     }

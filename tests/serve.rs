@@ -754,3 +754,121 @@ fn a_server_killed_during_uploads_and_commit_loses_and_doubles_nothing_short() {
 fn a_server_killed_during_uploads_and_commit_loses_and_doubles_nothing_long() {
     kill_rounds(40);
 }
+
+#[test]
+fn new_workspaces_are_owner_only_and_serve_refuses_exposed_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let d = Dir::new();
+    d.run(&["init"]).assert_code(0);
+    assert_eq!(
+        (mode(&d.ws()), mode(&d.ws().join("intake.db"))),
+        (0o700, 0o600)
+    );
+    let group = d.path("shared");
+    d.bare_cmd()
+        .arg("init")
+        .arg("--group")
+        .arg("--workspace")
+        .arg(&group)
+        .assert()
+        .code(0);
+    assert_eq!(
+        (mode(&group), mode(&group.join("intake.db"))),
+        (0o750, 0o640)
+    );
+    key(&d.ws(), "k");
+    let serve_dir = d.ws().join("serve");
+    assert_eq!(mode(&serve_dir), 0o700);
+    assert_eq!(mode(&serve_dir.join("serve.db")), 0o600);
+    std::fs::set_permissions(&serve_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = d
+        .bare_cmd()
+        .args(["serve", "--listen", "127.0.0.1:0", "--workspace"])
+        .arg(format!("ws={}", d.ws().display()))
+        .output()
+        .expect("serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("chmod -R go-rwx"), "{err}");
+}
+
+#[test]
+fn tls_serves_https_and_hands_out_https_upload_urls() {
+    let have = |tool: &str| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("curl") || !(have("openssl") || std::path::Path::new("/usr/bin/openssl").exists()) {
+        eprintln!("skipped: this test needs the curl and openssl commands");
+        return;
+    }
+    let d = Dir::new();
+    d.run(&["init"]).assert_code(0);
+    let k = key(&d.ws(), "tls");
+    let (cert, pkey) = (d.path("cert.pem"), d.path("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&pkey)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let ws = format!("ws={}", d.ws().display());
+    let (c, p) = (cert.display().to_string(), pkey.display().to_string());
+    let s = Served::start(&["--workspace", &ws, "--tls-cert", &c, "--tls-key", &p]);
+    assert!(s.base.starts_with("https://"), "{}", s.base);
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("a status line");
+        (code.to_owned(), body.to_owned())
+    };
+    assert_eq!(
+        curl(&[&s.url("/healthz")]),
+        ("200".to_owned(), "ok\n".to_owned())
+    );
+    let (code, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {k}"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"write_mode":"KEEP"}"#,
+        &s.url("/api/v1/workspaces/ws/upload_sessions"),
+    ]);
+    assert_eq!(code, "201", "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    let url = str_field(&v["aws_prefixed_request_config"], "url");
+    assert!(url.starts_with("https://"), "{url}");
+    // Plain HTTP to the TLS port gets nothing useful.
+    let (code, _) = curl(&[&s.url("/healthz").replace("https://", "http://")]);
+    assert_ne!(code, "200");
+}

@@ -42,7 +42,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a workspace (does nothing to an existing one).
-    Init,
+    Init {
+        /// Let the folder's group read the new workspace (0750; default:
+        /// its owner only, 0700).
+        #[arg(long)]
+        group: bool,
+    },
     /// Ingest files and folders once.
     Ingest(IngestArgs),
     /// Watch folders and ingest every file that appears or changes.
@@ -394,6 +399,12 @@ pub struct ServeArgs {
     /// Show the status page at / to every client, not only this machine's.
     #[arg(long)]
     pub public_status: bool,
+    /// Serve HTTPS with this certificate chain (PEM; with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM; with --tls-cert).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Log format (one line per request).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

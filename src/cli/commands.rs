@@ -23,7 +23,7 @@ use super::user::creator;
 
 pub fn dispatch(cli: &Cli) -> Result<Exit> {
     match &cli.command {
-        Command::Init => init(cli),
+        Command::Init { group } => init(cli, *group),
         Command::Ingest(a) => ingest(cli, a),
         Command::Watch(a) => super::watch_cmd::watch(cli, a),
         Command::Session(c) => session(cli, c),
@@ -68,12 +68,17 @@ fn open(cli: &Cli) -> Result<Workspace> {
     Ok(Workspace::open(workspace_dir(cli)?)?)
 }
 
-fn init(cli: &Cli) -> Result<Exit> {
+fn init(cli: &Cli, group: bool) -> Result<Exit> {
     let dir = workspace_dir(cli)?;
     // Whether the workspace is there is the index's to say.
     let (ws, existed) = match Workspace::open(&dir) {
         Ok(ws) => (ws, true),
-        Err(intake::Error::NotAWorkspace(_)) => (Workspace::create(&dir)?, false),
+        Err(intake::Error::NotAWorkspace(_)) => (
+            intake::WorkspaceBuilder::new(&dir)
+                .group_access(group)
+                .create()?,
+            false,
+        ),
         Err(e) => return Err(e.into()),
     };
     if cli.json {

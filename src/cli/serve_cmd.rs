@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use axum_server::tls_rustls::RustlsConfig;
 use intake::Workspace;
 use intake::serve::{Keys, Limits, ServeOptions, Server, valid_workspace_name};
 use serde_json::json;
@@ -72,6 +73,7 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<Exit> {
     let options = ServeOptions {
         public_url: a.public_url.clone(),
         public_status: a.public_status,
+        tls: a.tls_cert.is_some(),
         limits: Limits {
             max_upload_bytes: a.max_upload_bytes,
             max_files_per_session: a.max_files_per_session,
@@ -88,42 +90,75 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<Exit> {
         .thread_name("intake-http")
         .build()
         .context("cannot start the HTTP runtime")?;
-    let result = rt.block_on(run(cli, a.listen, &server, stop_timeout));
+    let result = rt.block_on(run(cli, a, &server, stop_timeout));
     // Whatever happened to the listener: commit what was closed.
     server.shutdown();
     result.map(|()| Exit::Ok)
 }
 
-async fn run(cli: &Cli, listen: SocketAddr, server: &Server, stop_timeout: Duration) -> Result<()> {
+/// The TLS configuration from `--tls-cert` and `--tls-key`.
+async fn tls_config(a: &ServeArgs) -> Result<Option<RustlsConfig>> {
+    let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) else {
+        return Ok(None);
+    };
+    // One provider for the process (ring); a second install is refused,
+    // harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map(Some)
+        .with_context(|| {
+            format!(
+                "cannot use the TLS certificate {} and key {}",
+                cert.display(),
+                key.display()
+            )
+        })
+}
+
+async fn run(cli: &Cli, a: &ServeArgs, server: &Server, stop_timeout: Duration) -> Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("cannot set up signal handling")?;
     let mut term = signal(SignalKind::terminate()).context("cannot set up signal handling")?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let tls = tls_config(a).await?;
+    let listener = std::net::TcpListener::bind(a.listen)
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    listener
+        .set_nonblocking(true)
+        .context("the listening socket")?;
     let addr = listener.local_addr().context("the listening address")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let names = server.workspaces();
     if cli.json {
         println_locked(
-            &json!({"type": "listening", "address": format!("http://{addr}"), "workspaces": names})
+            &json!({"type": "listening", "address": format!("{scheme}://{addr}"), "workspaces": names})
                 .to_string(),
         );
     } else if !cli.quiet {
         println_locked(&format!(
-            "intake serve: listening on http://{addr} (API at http://{addr}/api/v1; workspaces: {})",
+            "intake serve: listening on {scheme}://{addr} (API at {scheme}://{addr}/api/v1; workspaces: {})",
             names.join(", ")
         ));
     }
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let app = server
         .router()
         .into_make_service_with_connect_info::<SocketAddr>();
-    let mut http = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .into_future(),
-    );
+    // Both kinds of server stop the same way: no new connections, then
+    // the requests in flight get `stop_timeout`.
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let mut http = match tls {
+        Some(config) => tokio::spawn(
+            axum_server::from_tcp_rustls(listener, config)
+                .context("the listening socket")?
+                .handle(handle.clone())
+                .serve(app),
+        ),
+        None => tokio::spawn(
+            axum_server::from_tcp(listener)
+                .context("the listening socket")?
+                .handle(handle.clone())
+                .serve(app),
+        ),
+    };
     let name = tokio::select! {
         r = &mut http => {
             return r.context("the HTTP server failed")?.context("the HTTP server failed");
@@ -134,13 +169,9 @@ async fn run(cli: &Cli, listen: SocketAddr, server: &Server, stop_timeout: Durat
     tracing::info!(
         "{name}: no new connections; finishing the requests in flight (at most {stop_timeout:?}; send it again to stop at once)"
     );
-    let _ = stop_tx.send(true);
+    handle.graceful_shutdown(Some(stop_timeout));
     tokio::select! {
         r = &mut http => r.context("the HTTP server failed")?.context("the HTTP server failed")?,
-        _ = tokio::time::sleep(stop_timeout) => {
-            tracing::warn!("requests still in flight after {stop_timeout:?}; stopping them (their clients retry)");
-            http.abort();
-        }
         _ = int.recv() => std::process::exit(128 + libc::SIGINT),
         _ = term.recv() => std::process::exit(128 + libc::SIGTERM),
     }

@@ -202,7 +202,8 @@ fn base_url(s: &Inner, headers: &HeaderMap) -> String {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
-    format!("http://{host}")
+    let scheme = if s.options.tls { "https" } else { "http" };
+    format!("{scheme}://{host}")
 }
 
 /// The API's expiry and status of a workspace session: from the server's

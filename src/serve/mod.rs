@@ -89,6 +89,9 @@ pub struct ServeOptions {
     /// Show the status page at `/` to every client, not only to this
     /// machine's (default: loopback only; it lists file names).
     pub public_status: bool,
+    /// Clients reach the server over TLS: without a `public_url`, upload
+    /// URLs start with `https://`.
+    pub tls: bool,
 }
 
 /// Why a server cannot start, or a key operation failed.

@@ -81,6 +81,7 @@ impl Served {
             base,
             client: Client::builder()
                 .timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(32)
                 .build()
                 .expect("an HTTP client"),
             stderr,
