@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::db::{ApiSession, KeyRecord};
-use super::upload::{self, BodyError};
+use super::db::{ApiSession, KeyRecord, NewBody, NewUpload};
+use super::upload::{self, BodyError, Received};
 use super::wire::{ApiError, NEVER, session_item, ts};
 use super::{Hosted, Inner, keys, token};
 use crate::item::{Item, Source};
@@ -36,6 +36,10 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The id namespace of file ids: a file's id is derived from its name, so
 /// the same name always has the same id.
 const FILE_NAMESPACE: Uuid = Uuid::from_u128(0x3b1f_7c2e_9d4a_4e61_b0c8_52a7_e19f_6d03);
+
+/// Upload bodies up to this size are kept in the server's database (one
+/// durable write for many uploads), larger ones in files of their own.
+const INLINE_UPLOAD: usize = 64 * 1024;
 
 /// Where the API's clients are told to read about uploads.
 const DOCUMENTATION_URL: &str = "https://docs.cloud.deepset.ai/docs/upload-files";
@@ -560,8 +564,18 @@ async fn upload_object(
     }
     let dir = h.stage_of(id);
     let path = dir.join(Uuid::new_v4().to_string());
-    let size = match upload::stage(&mut field, &dir, &path, limits.max_upload_bytes, idle).await {
-        Ok(n) => n,
+    let received = upload::receive(
+        &mut field,
+        &path,
+        limits.max_upload_bytes,
+        INLINE_UPLOAD,
+        idle,
+        true,
+    )
+    .await;
+    let (size, body) = match received {
+        Ok(Received::Bytes(b)) => (b.len() as u64, NewBody::Bytes(b)),
+        Ok(Received::File(n)) => (n, NewBody::File(path.clone())),
         Err(e) if e.is_final() => {
             let message = ApiError::from(BodyError::TooLarge(limits.max_upload_bytes)).detail;
             let err = ApiError::from(e);
@@ -570,13 +584,12 @@ async fn upload_object(
         Err(e) => return Err(e.into()),
     };
     let h2 = Arc::clone(&h);
-    let (n2, p2) = (name.clone(), path.clone());
-    let added = blocking(move || {
-        h2.db
-            .add_upload(id, &n2, Ok(&p2))
-            .map_err(ApiError::internal)
-    })
-    .await;
+    let up = NewUpload {
+        session: id,
+        name,
+        body,
+    };
+    let added = blocking(move || h2.db.add_upload(up).map_err(ApiError::internal)).await;
     match added {
         Ok(Some(_)) => {}
         Ok(None) => {
@@ -607,9 +620,13 @@ async fn record_refusal(
 ) -> ApiResult<()> {
     let h = Arc::clone(h);
     blocking(move || {
-        h.db.add_upload(id, &name, Err((reason, &message)))
-            .map_err(ApiError::internal)
-            .map(|_| ())
+        h.db.add_upload(NewUpload {
+            session: id,
+            name,
+            body: NewBody::Refused(reason, message),
+        })
+        .map_err(ApiError::internal)
+        .map(|_| ())
     })
     .await
 }
@@ -641,10 +658,10 @@ async fn direct_upload(
     let limits = &s.options.limits;
     let idle = limits.upload_idle_timeout;
     let dir = h.stage_of(session.session_id);
-    let mut staged: Option<(std::path::PathBuf, String)> = None;
+    let mut staged: Option<(Received, std::path::PathBuf, String)> = None;
     let mut meta_text: Option<Vec<u8>> = None;
-    let cleanup = |p: &Option<(std::path::PathBuf, String)>| {
-        if let Some((path, _)) = p {
+    let cleanup = |p: &Option<(Received, std::path::PathBuf, String)>| {
+        if let Some((Received::File(_), path, _)) = p {
             let _ = std::fs::remove_file(path);
         }
     };
@@ -661,8 +678,17 @@ async fn direct_upload(
             Some("file") | Some("text") if staged.is_none() => {
                 let raw = field.file_name().unwrap_or("").to_owned();
                 let path = dir.join(Uuid::new_v4().to_string());
-                upload::stage(&mut field, &dir, &path, limits.max_upload_bytes, idle).await?;
-                staged = Some((path, raw));
+                // Read by the ingest right after, then removed: not synced.
+                let received = upload::receive(
+                    &mut field,
+                    &path,
+                    limits.max_upload_bytes,
+                    INLINE_UPLOAD,
+                    idle,
+                    false,
+                )
+                .await?;
+                staged = Some((received, path, raw));
             }
             Some("meta") => match upload::small(field, 1 << 20, idle).await {
                 Ok(m) => meta_text = Some(m),
@@ -679,14 +705,18 @@ async fn direct_upload(
             }
         }
     }
-    let Some((path, raw)) = staged else {
+    let Some((received, path, raw)) = staged else {
         return Err(ApiError::invalid("the body has no file part"));
     };
     let name = match q.file_name {
         Some(n) => Ok(n),
         None => upload::file_name(&raw),
     };
-    let item = direct_item(name, &path, meta_text.as_deref());
+    let source = match received {
+        Received::Bytes(b) => Source::Bytes(b),
+        Received::File(_) => Source::Upload(path.clone()),
+    };
+    let item = direct_item(name, source, meta_text.as_deref());
     let metrics_inner = Arc::clone(&s);
     let report = blocking(move || {
         let mut last: Option<FileReport> = None;
@@ -731,7 +761,7 @@ async fn direct_upload(
     }
 }
 
-fn direct_item(name: Result<String, String>, path: &std::path::Path, meta: Option<&[u8]>) -> Item {
+fn direct_item(name: Result<String, String>, source: Source, meta: Option<&[u8]>) -> Item {
     let failed = |name: String, reason, message| Item::Failed {
         name,
         source: None,
@@ -756,11 +786,7 @@ fn direct_item(name: Result<String, String>, path: &std::path::Path, meta: Optio
             );
         }
     };
-    Item::File {
-        name,
-        source: Source::Upload(path.to_owned()),
-        meta,
-    }
+    Item::File { name, source, meta }
 }
 
 /// The open session taking `key`'s direct uploads in `mode`, made if

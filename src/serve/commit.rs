@@ -9,9 +9,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::path::PathBuf;
 
-use super::db::Staged;
+use super::db::{Staged, StagedBody};
 use crate::item::{Item, Source};
 use crate::meta::{Meta, sidecar_of};
 use crate::name::Name;
@@ -22,11 +21,10 @@ use crate::outcome::Reason;
 pub(crate) struct Paired<'a> {
     /// The name.
     pub(crate) name: &'a str,
-    /// Its body (from the last upload of the name), or why that upload
-    /// was refused.
-    pub(crate) body: &'a Result<PathBuf, (Reason, String)>,
-    /// The body of `name.meta.json` (or why it was refused), if uploaded.
-    pub(crate) sidecar: Option<&'a Result<PathBuf, (Reason, String)>>,
+    /// The last upload of the name.
+    pub(crate) file: &'a Staged,
+    /// The last upload of `name.meta.json`, if there was one.
+    pub(crate) sidecar: Option<&'a Staged>,
 }
 
 /// Pairs a session's uploads (in arrival order): one entry per name that
@@ -50,7 +48,7 @@ pub(crate) fn pair(uploads: &[Staged]) -> (Vec<Paired<'_>>, Vec<&str>) {
         if let Some(target) = sidecar_of(OsStr::new(&u.name)) {
             match target.to_str().filter(|t| files.contains(t)) {
                 Some(t) => {
-                    sidecars.insert(t, &u.body);
+                    sidecars.insert(t, u);
                 }
                 None => orphans.push(u.name.as_str()),
             }
@@ -61,7 +59,7 @@ pub(crate) fn pair(uploads: &[Staged]) -> (Vec<Paired<'_>>, Vec<&str>) {
         .filter(|u| is_last(u) && files.contains(u.name.as_str()))
         .map(|u| Paired {
             name: &u.name,
-            body: &u.body,
+            file: u,
             sidecar: sidecars.get(u.name.as_str()).copied(),
         })
         .collect();
@@ -69,64 +67,69 @@ pub(crate) fn pair(uploads: &[Staged]) -> (Vec<Paired<'_>>, Vec<&str>) {
 }
 
 /// The item for one paired upload: its sidecar read and checked here, so
-/// that a bad sidecar fails its file with `invalid_meta`.
-pub(crate) fn item(p: &Paired<'_>) -> Item {
+/// that a bad sidecar fails its file with `invalid_meta`. `data` reads a
+/// body kept in the database.
+pub(crate) fn item(p: &Paired<'_>, data: &dyn Fn(i64) -> Result<Vec<u8>, String>) -> Item {
     let failed = |reason, message: String| Item::Failed {
         name: p.name.to_owned(),
         source: None,
         reason,
         message,
     };
-    let file = match p.body {
-        Ok(f) => f,
-        Err((reason, message)) => return failed(*reason, message.clone()),
+    let source = match &p.file.body {
+        StagedBody::File(f) => Source::Upload(f.clone()),
+        StagedBody::Inline => match data(p.file.seq) {
+            Ok(bytes) => Source::Bytes(bytes),
+            Err(e) => return failed(Reason::StoreError, format!("reading the upload: {e}")),
+        },
+        StagedBody::Refused(reason, message) => return failed(*reason, message.clone()),
     };
     let name = match Name::new(p.name) {
         Ok(n) => n,
         Err(e) => return failed(Reason::InvalidName, e.to_string()),
     };
-    let meta = match p.sidecar {
+    let sidecar = match p.sidecar.map(|s| (&s.body, s.seq)) {
         None => None,
-        Some(Err((_, message))) => {
+        Some((StagedBody::Refused(_, message), _)) => {
             return failed(
                 Reason::InvalidMeta,
                 format!("its sidecar {}.meta.json was refused: {message}", p.name),
             );
         }
-        Some(Ok(path)) => match std::fs::read(path) {
+        Some((StagedBody::File(path), _)) => Some(std::fs::read(path).map_err(|e| e.to_string())),
+        Some((StagedBody::Inline, seq)) => Some(data(seq)),
+    };
+    let meta = match sidecar {
+        None => None,
+        Some(Err(e)) => {
+            return failed(
+                Reason::ReadError,
+                format!("cannot read the uploaded {}.meta.json: {e}", p.name),
+            );
+        }
+        Some(Ok(bytes)) => match Meta::parse(&bytes) {
+            Ok(m) => m,
             Err(e) => {
                 return failed(
-                    Reason::ReadError,
-                    format!("cannot read the uploaded {}.meta.json: {e}", p.name),
+                    Reason::InvalidMeta,
+                    format!("the uploaded {}.meta.json: {e}", p.name),
                 );
             }
-            Ok(bytes) => match Meta::parse(&bytes) {
-                Ok(m) => m,
-                Err(e) => {
-                    return failed(
-                        Reason::InvalidMeta,
-                        format!("the uploaded {}.meta.json: {e}", p.name),
-                    );
-                }
-            },
         },
     };
-    Item::File {
-        name,
-        source: Source::Upload(file.clone()),
-        meta,
-    }
+    Item::File { name, source, meta }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn up(seq: i64, name: &str) -> Staged {
         Staged {
             seq,
             name: name.into(),
-            body: Ok(PathBuf::from(format!("/s/{seq}"))),
+            body: StagedBody::File(PathBuf::from(format!("/s/{seq}"))),
         }
     }
 
@@ -134,22 +137,16 @@ mod tests {
         Staged {
             seq,
             name: name.into(),
-            body: Err((Reason::InvalidName, "no".into())),
+            body: StagedBody::Refused(Reason::InvalidName, "no".into()),
         }
     }
 
-    fn file(p: &Paired<'_>) -> String {
-        match p.body {
-            Ok(f) => f.display().to_string(),
-            Err((r, _)) => r.as_str().to_owned(),
+    fn show(s: &Staged) -> String {
+        match &s.body {
+            StagedBody::File(f) => f.display().to_string(),
+            StagedBody::Inline => format!("inline {}", s.seq),
+            StagedBody::Refused(r, _) => r.as_str().to_owned(),
         }
-    }
-
-    fn side(p: &Paired<'_>) -> Option<String> {
-        p.sidecar.map(|s| match s {
-            Ok(f) => f.display().to_string(),
-            Err((r, _)) => r.as_str().to_owned(),
-        })
     }
 
     #[test]
@@ -165,8 +162,10 @@ mod tests {
             refused(8, "bad"),
         ];
         let (paired, orphans) = pair(&uploads);
-        let got: Vec<(&str, String, Option<String>)> =
-            paired.iter().map(|p| (p.name, file(p), side(p))).collect();
+        let got: Vec<(&str, String, Option<String>)> = paired
+            .iter()
+            .map(|p| (p.name, show(p.file), p.sidecar.map(show)))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -190,17 +189,43 @@ mod tests {
         let (paired, orphans) = pair(&uploads);
         assert_eq!(paired.len(), 1);
         assert_eq!(
-            (file(&paired[0]), side(&paired[0])),
+            (show(paired[0].file), paired[0].sidecar.map(show)),
             ("/s/4".into(), Some("/s/3".into()))
         );
         assert!(orphans.is_empty());
     }
 
     #[test]
-    fn a_refused_sidecar_fails_its_file_with_invalid_meta() {
-        let uploads = vec![up(1, "x"), refused(2, "x.meta.json")];
+    fn bodies_in_the_database_are_read_and_a_refused_sidecar_fails_its_file() {
+        let inline = |seq, name: &str| Staged {
+            seq,
+            name: name.into(),
+            body: StagedBody::Inline,
+        };
+        let uploads = vec![
+            inline(1, "x"),
+            inline(2, "x.meta.json"),
+            up(3, "y"),
+            refused(4, "y.meta.json"),
+        ];
         let (paired, _) = pair(&uploads);
-        match item(&paired[0]) {
+        let data = |seq: i64| match seq {
+            1 => Ok(b"body".to_vec()),
+            2 => Ok(br#"{"k": 1}"#.to_vec()),
+            _ => Err("no such row".to_owned()),
+        };
+        match item(&paired[0], &data) {
+            Item::File { name, source, meta } => {
+                assert_eq!(name.as_str(), "x");
+                assert_eq!(source, Source::Bytes(b"body".to_vec()));
+                assert_eq!(
+                    meta.map(|m| m.as_str().to_owned()),
+                    Some(r#"{"k":1}"#.to_owned())
+                );
+            }
+            other => panic!("expected a file, got {other:?}"),
+        }
+        match item(&paired[1], &data) {
             Item::Failed { reason, .. } => assert_eq!(reason, Reason::InvalidMeta),
             other => panic!("expected a failure, got {other:?}"),
         }

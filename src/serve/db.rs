@@ -61,6 +61,14 @@ pub enum DbError {
         /// Its schema.
         found: i64,
     },
+    /// A group of writes failed.
+    #[error("the server's database {path}: {message}")]
+    Failed {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
     /// A key of that name exists.
     #[error("a key named {0:?} exists already")]
     KeyExists(String),
@@ -101,6 +109,19 @@ pub(crate) struct ApiSession {
     pub(crate) direct: Option<WriteMode>,
 }
 
+/// Where a staged upload's body is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StagedBody {
+    /// In its own file.
+    File(PathBuf),
+    /// In the database, with its row (a small body): read it with
+    /// [`ServeDb::upload_data`].
+    Inline,
+    /// Nowhere: the upload was refused, for this reason (it still counts,
+    /// as a failed file, when the session is committed).
+    Refused(Reason, String),
+}
+
 /// An upload staged for a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Staged {
@@ -108,15 +129,38 @@ pub(crate) struct Staged {
     pub(crate) seq: i64,
     /// The object's name as uploaded.
     pub(crate) name: String,
-    /// Where its body is, or why the upload was refused (it still counts,
-    /// as a failed file, when the session is committed).
-    pub(crate) body: Result<PathBuf, (Reason, String)>,
+    /// Its body.
+    pub(crate) body: StagedBody,
 }
 
-/// The server's database of one workspace.
+/// The body of an upload to record.
+pub(crate) enum NewBody {
+    /// In a file, synced (its folder is synced with the group).
+    File(PathBuf),
+    /// Small enough to keep in the database.
+    Bytes(Vec<u8>),
+    /// Refused, and why.
+    Refused(Reason, String),
+}
+
+/// An upload to record.
+pub(crate) struct NewUpload {
+    pub(crate) session: Uuid,
+    pub(crate) name: String,
+    pub(crate) body: NewBody,
+}
+
+/// What recording an upload gives: its place in arrival order, or `None`
+/// when its session was closed meanwhile.
+type Recorded = Result<Option<i64>, String>;
+
+/// The server's database of one workspace: one connection that writes,
+/// and a pool of readers (WAL: they never wait for the writer's fsync).
 pub(crate) struct ServeDb {
     path: PathBuf,
     conn: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    uploads: super::group::Group<NewUpload, Recorded>,
 }
 
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -205,7 +249,8 @@ impl ServeDb {
                      closed_at INTEGER,
                      expired INTEGER NOT NULL DEFAULT 0,
                      committed_at INTEGER,
-                     direct TEXT
+                     direct TEXT,
+                     objects INTEGER NOT NULL DEFAULT 0
                  );
                  CREATE INDEX IF NOT EXISTS sessions_open ON sessions(closed_at, expires_at);
                  CREATE TABLE IF NOT EXISTS uploads (
@@ -213,6 +258,7 @@ impl ServeDb {
                      session_id TEXT NOT NULL,
                      name TEXT NOT NULL,
                      file TEXT,
+                     data BLOB,
                      reason TEXT,
                      message TEXT
                  );
@@ -229,7 +275,34 @@ impl ServeDb {
         Ok(ServeDb {
             path,
             conn: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            uploads: super::group::Group::new(),
         })
+    }
+
+    /// Runs `f` on a pooled read connection.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, DbError> {
+        let sql = |source| DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(&self.path).map_err(sql)?;
+                c.busy_timeout(std::time::Duration::from_secs(30))
+                    .map_err(sql)?;
+                c.execute_batch("PRAGMA query_only = ON;").map_err(sql)?;
+                c
+            }
+        };
+        let out = f(&conn).map_err(sql);
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        out
     }
 
     fn with<T>(
@@ -268,7 +341,7 @@ impl ServeDb {
 
     /// Every key, revoked ones included, by name.
     pub(crate) fn keys(&self) -> Result<Vec<KeyRecord>, DbError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT name, hash, user, created_at, revoked_at FROM keys ORDER BY name",
             )?;
@@ -338,7 +411,7 @@ impl ServeDb {
 
     /// The API's view of a session, if the server made it.
     pub(crate) fn session(&self, id: Uuid) -> Result<Option<ApiSession>, DbError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {} FROM sessions WHERE session_id = ?1",
                 Self::SESSION_COLUMNS
@@ -350,7 +423,7 @@ impl ServeDb {
 
     /// Every session the server made.
     pub(crate) fn sessions(&self) -> Result<Vec<ApiSession>, DbError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st =
                 c.prepare_cached(&format!("SELECT {} FROM sessions", Self::SESSION_COLUMNS))?;
             let rows = st.query_map([], Self::session_row)?;
@@ -410,7 +483,7 @@ impl ServeDb {
     }
 
     fn ids(&self, sql: &str, arg: Option<i64>) -> Result<Vec<Uuid>, DbError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c.prepare_cached(sql)?;
             let ids: Vec<String> = match arg {
                 Some(a) => st
@@ -426,7 +499,7 @@ impl ServeDb {
 
     /// Upload sessions of `key` open at `now`.
     pub(crate) fn open_sessions_of(&self, key: &str, now: DateTime<Utc>) -> Result<u64, DbError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(
                 "SELECT count(*) FROM sessions
                  WHERE key_name = ?1 AND direct IS NULL AND closed_at IS NULL AND expires_at > ?2",
@@ -444,7 +517,7 @@ impl ServeDb {
         mode: WriteMode,
         until: DateTime<Utc>,
     ) -> Result<Option<Uuid>, DbError> {
-        let ids = self.with(|c| {
+        let ids = self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT session_id FROM sessions
                  WHERE key_name = ?1 AND direct = ?2 AND closed_at IS NULL AND expires_at > ?3
@@ -460,63 +533,112 @@ impl ServeDb {
 
     // ---- uploads
 
-    /// Records an upload whose body is durable in `file` (or which was
-    /// refused, and why), unless the session was closed meanwhile (then
-    /// `None`: the caller refuses it). Closing and this take the same lock,
-    /// so the commit that follows a close sees every upload accepted
+    /// Records an upload whose body is durable in its file, or is kept
+    /// with its row (or which was refused, and why), unless the session was closed meanwhile (then
+    /// `None`: the caller refuses it). Closing and this take the same
+    /// lock, so the commit that follows a close sees every upload accepted
     /// before it.
-    pub(crate) fn add_upload(
-        &self,
-        session: Uuid,
-        name: &str,
-        body: Result<&Path, (Reason, &str)>,
-    ) -> Result<Option<i64>, DbError> {
-        let (file, reason, message) = match body {
-            Ok(f) => (Some(f.to_string_lossy().into_owned()), None, None),
-            Err((r, m)) => (None, Some(r.as_str()), Some(m)),
-        };
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let open: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM sessions WHERE session_id = ?1 AND closed_at IS NULL",
-                    [session.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if open.is_none() {
-                return Ok(None);
-            }
-            tx.execute(
-                "INSERT INTO uploads (session_id, name, file, reason, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![session.to_string(), name, file, reason, message],
-            )?;
-            let seq = tx.last_insert_rowid();
-            tx.commit()?;
-            Ok(Some(seq))
-        })
+    ///
+    /// Uploads arriving together are recorded together: one sync of each
+    /// staging folder (for the bodies' directory entries) and one durable
+    /// transaction for the group.
+    pub(crate) fn add_upload(&self, up: NewUpload) -> Result<Option<i64>, DbError> {
+        self.uploads
+            .submit(up, |group| self.record_uploads(&group))
+            .map_err(|message| DbError::Failed {
+                path: self.path.clone(),
+                message,
+            })
     }
 
-    /// A session's staged uploads in arrival order.
+    fn record_uploads(&self, group: &[NewUpload]) -> Vec<Recorded> {
+        let mut dirs: Vec<&Path> = group
+            .iter()
+            .filter_map(|u| match &u.body {
+                NewBody::File(f) => f.parent(),
+                _ => None,
+            })
+            .collect();
+        dirs.sort_unstable();
+        dirs.dedup();
+        for d in dirs {
+            if let Err(e) = std::fs::File::open(d).and_then(|f| f.sync_all()) {
+                let message = format!("syncing {}: {e}", d.display());
+                return group.iter().map(|_| Err(message.clone())).collect();
+            }
+        }
+        let recorded = self.with(|c| {
+            let tx = c.transaction()?;
+            let mut out = Vec::with_capacity(group.len());
+            {
+                let mut open = tx.prepare_cached(
+                    "SELECT 1 FROM sessions WHERE session_id = ?1 AND closed_at IS NULL",
+                )?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO uploads (session_id, name, file, data, reason, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                let mut count = tx.prepare_cached(
+                    "UPDATE sessions SET objects = objects + 1 WHERE session_id = ?1",
+                )?;
+                for u in group {
+                    let id = u.session.to_string();
+                    if open
+                        .query_row([&id], |r| r.get::<_, i64>(0))
+                        .optional()?
+                        .is_none()
+                    {
+                        out.push(None);
+                        continue;
+                    }
+                    let (file, data, reason, message) = match &u.body {
+                        NewBody::File(f) => {
+                            (Some(f.to_string_lossy().into_owned()), None, None, None)
+                        }
+                        NewBody::Bytes(b) => (None, Some(b.as_slice()), None, None),
+                        NewBody::Refused(r, m) => (None, None, Some(r.as_str()), Some(m.as_str())),
+                    };
+                    insert.execute(params![id, u.name, file, data, reason, message])?;
+                    out.push(Some(tx.last_insert_rowid()));
+                    if crate::meta::sidecar_of(std::ffi::OsStr::new(&u.name)).is_none() {
+                        count.execute([&id])?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        });
+        match recorded {
+            Ok(v) => v.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let message = e.to_string();
+                group.iter().map(|_| Err(message.clone())).collect()
+            }
+        }
+    }
+
+    /// A session's staged uploads in arrival order (small bodies stay in
+    /// the database until [`ServeDb::upload_data`] reads them).
     pub(crate) fn uploads(&self, session: Uuid) -> Result<Vec<Staged>, DbError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c.prepare_cached(
-                "SELECT seq, name, file, reason, message FROM uploads
+                "SELECT seq, name, file, data IS NOT NULL, reason, message FROM uploads
                  WHERE session_id = ?1 ORDER BY seq",
             )?;
             let rows = st.query_map([session.to_string()], |r| {
                 let file: Option<String> = r.get(2)?;
-                let reason: Option<String> = r.get(3)?;
-                let message: Option<String> = r.get(4)?;
-                let body = match file {
-                    Some(f) => Ok(PathBuf::from(f)),
-                    None => Err((
+                let inline: bool = r.get(3)?;
+                let reason: Option<String> = r.get(4)?;
+                let message: Option<String> = r.get(5)?;
+                let body = match (file, inline) {
+                    (Some(f), _) => StagedBody::File(PathBuf::from(f)),
+                    (None, true) => StagedBody::Inline,
+                    (None, false) => StagedBody::Refused(
                         reason
                             .and_then(|r| Reason::parse(&r))
                             .unwrap_or(Reason::ReadError),
                         message.unwrap_or_default(),
-                    )),
+                    ),
                 };
                 Ok(Staged {
                     seq: r.get(0)?,
@@ -528,17 +650,23 @@ impl ServeDb {
         })
     }
 
-    /// How many objects are staged for a session whose names are not
-    /// sidecars.
-    pub(crate) fn upload_count(&self, session: Uuid) -> Result<u64, DbError> {
-        self.with(|c| {
-            c.prepare_cached(
-                "SELECT count(DISTINCT name) FROM uploads
-                 WHERE session_id = ?1 AND name NOT LIKE '%.meta.json'",
-            )?
-            .query_row([session.to_string()], |r| r.get::<_, i64>(0))
+    /// The body of an upload kept in the database.
+    pub(crate) fn upload_data(&self, seq: i64) -> Result<Vec<u8>, DbError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT data FROM uploads WHERE seq = ?1 AND data IS NOT NULL")?
+                .query_row([seq], |r| r.get(0))
         })
-        .map(|n| n.max(0) as u64)
+    }
+
+    /// How many objects other than sidecars a session has taken (an
+    /// object uploaded again counts again).
+    pub(crate) fn upload_count(&self, session: Uuid) -> Result<u64, DbError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT objects FROM sessions WHERE session_id = ?1")?
+                .query_row([session.to_string()], |r| r.get::<_, i64>(0))
+                .optional()
+        })
+        .map(|n| n.unwrap_or(0).max(0) as u64)
     }
 
     // ---- file ids
@@ -564,7 +692,7 @@ impl ServeDb {
 
     /// The name an id was handed out for.
     pub(crate) fn name_of(&self, id: Uuid) -> Result<Option<String>, DbError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached("SELECT name FROM file_ids WHERE file_id = ?1")?
                 .query_row([id.to_string()], |r| r.get(0))
                 .optional()

@@ -13,6 +13,7 @@
 mod api;
 mod commit;
 mod db;
+mod group;
 mod keys;
 mod metrics;
 mod page;
@@ -363,6 +364,9 @@ impl Server {
     }
 }
 
+/// How many sessions are committed at once.
+const COMMITTERS: usize = 8;
+
 /// The committer: closes sessions at their expiry and commits closed
 /// ones, waking when asked and at least once a second. A commit that
 /// fails (the store is down) is tried again later.
@@ -389,18 +393,32 @@ fn committer(inner: &Inner, woken: &Receiver<()>) {
                     continue;
                 }
             };
-            for id in ids {
-                if !stopping && retry_at.get(&id).is_some_and(|t| Instant::now() < *t) {
-                    continue;
+            let ids: Vec<Uuid> = ids
+                .into_iter()
+                .filter(|id| stopping || retry_at.get(id).is_none_or(|t| Instant::now() >= *t))
+                .collect();
+            // Sessions are committed side by side: each waits on its own
+            // durable writes, which the index and the disk overlap.
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let failed = std::sync::Mutex::new(Vec::new());
+            std::thread::scope(|scope| {
+                for _ in 0..COMMITTERS.min(ids.len()) {
+                    scope.spawn(|| {
+                        while let Some(&id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            if let Err(e) = commit_session(inner, hosted, id) {
+                                tracing::error!(workspace = %hosted.name, session = %id, "committing: {e}; trying again in 5 s");
+                                failed.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+                            }
+                        }
+                    });
                 }
-                match commit_session(inner, hosted, id) {
-                    Ok(()) => {
-                        retry_at.remove(&id);
-                    }
-                    Err(e) => {
-                        tracing::error!(workspace = %hosted.name, session = %id, "committing: {e}; trying again in 5 s");
-                        retry_at.insert(id, Instant::now() + Duration::from_secs(5));
-                    }
+            });
+            let failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+            for id in &ids {
+                if failed.contains(id) {
+                    retry_at.insert(*id, Instant::now() + Duration::from_secs(5));
+                } else {
+                    retry_at.remove(id);
                 }
             }
         }
@@ -431,7 +449,11 @@ fn commit_session(inner: &Inner, hosted: &Hosted, id: Uuid) -> Result<(), String
         let items: Vec<_> = paired
             .iter()
             .filter(|p| !done.contains(p.name))
-            .map(commit::item)
+            .map(|p| {
+                commit::item(p, &|seq| {
+                    hosted.db.upload_data(seq).map_err(|e| e.to_string())
+                })
+            })
             .collect();
         if !items.is_empty() {
             let started = Instant::now();

@@ -4,13 +4,14 @@
 //! between pieces so that a stalled client is cut off.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use axum::extract::Multipart;
 use axum::extract::multipart::Field;
 use axum::http::StatusCode;
-use tokio::io::AsyncWriteExt;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
 
 use super::wire::ApiError;
 
@@ -95,18 +96,31 @@ pub(crate) async fn small(
     Ok(out)
 }
 
-/// Streams a part into the new file `path` (in `dir`), at most `limit`
-/// bytes, and makes it durable; returns its size. On any error the file
-/// is removed.
-pub(crate) async fn stage(
+/// Where a received body went.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// It was small: here it is.
+    Bytes(Vec<u8>),
+    /// Into the file, this many bytes.
+    File(u64),
+}
+
+/// Receives a part: kept in memory while it is at most `inline` bytes,
+/// else streamed into the new file `path` (synced with `durable`; its
+/// folder's entry is the caller's to sync, so that many uploads share one
+/// folder sync). At most `limit` bytes in all. On any error the file is
+/// removed.
+pub(crate) async fn receive(
     field: &mut Field<'_>,
-    dir: &Path,
     path: &Path,
     limit: u64,
+    inline: usize,
     idle: Duration,
-) -> Result<u64, BodyError> {
-    let result = write(field, dir, path, limit, idle).await;
-    if result.is_err() {
+    durable: bool,
+) -> Result<Received, BodyError> {
+    let mut spilled = false;
+    let result = write(field, path, limit, inline, idle, durable, &mut spilled).await;
+    if result.is_err() && spilled {
         let _ = tokio::fs::remove_file(path).await;
     }
     result
@@ -114,33 +128,89 @@ pub(crate) async fn stage(
 
 async fn write(
     field: &mut Field<'_>,
-    dir: &Path,
     path: &Path,
     limit: u64,
+    inline: usize,
     idle: Duration,
-) -> Result<u64, BodyError> {
-    let mut file = tokio::fs::OpenOptions::new()
+    durable: bool,
+    spilled: &mut bool,
+) -> Result<Received, BodyError> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut n = 0u64;
+    // Pieces in memory until the body proves larger than `inline`.
+    let first = loop {
+        match chunk(field, idle).await? {
+            None => return Ok(Received::Bytes(buf)),
+            Some(c) => {
+                n += c.len() as u64;
+                if n > limit {
+                    return Err(BodyError::TooLarge(limit));
+                }
+                if buf.len() + c.len() > inline {
+                    break c;
+                }
+                buf.extend_from_slice(&c);
+            }
+        }
+    };
+    // Then a file, written by a blocking thread that takes the pieces as
+    // they come: a few pieces in flight per upload, never the body.
+    *spilled = true;
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .await
         .map_err(BodyError::Disk)?;
-    let mut n = 0u64;
-    while let Some(c) = chunk(field, idle).await? {
-        n += c.len() as u64;
-        if n > limit {
-            return Err(BodyError::TooLarge(limit));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(4);
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<()> {
+        let mut file = file;
+        while let Some(piece) = rx.blocking_recv() {
+            file.write_all(&piece)?;
         }
-        file.write_all(&c).await.map_err(BodyError::Disk)?;
+        if durable {
+            file.sync_all()?;
+        }
+        Ok(())
+    });
+    // Small pieces are gathered into larger ones: fewer hand-offs and
+    // write calls.
+    const PIECE: usize = 128 * 1024;
+    let fed = async {
+        buf.extend_from_slice(&first);
+        while let Some(c) = chunk(field, idle).await? {
+            n += c.len() as u64;
+            if n > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            if buf.is_empty() && c.len() >= PIECE {
+                if tx.send(c).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            buf.extend_from_slice(&c);
+            if buf.len() >= PIECE {
+                let piece = std::mem::replace(&mut buf, Vec::with_capacity(PIECE));
+                if tx.send(piece.into()).await.is_err() {
+                    // The writer stopped: its error says why.
+                    break;
+                }
+            }
+        }
+        if !buf.is_empty() {
+            let _ = tx.send(std::mem::take(&mut buf).into()).await;
+        }
+        Ok(())
     }
-    file.sync_all().await.map_err(BodyError::Disk)?;
-    let dir: PathBuf = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+    .await;
+    drop(tx);
+    let written = writer
         .await
-        .map_err(|e| BodyError::Disk(io::Error::other(e)))?
-        .map_err(BodyError::Disk)?;
-    Ok(n)
+        .map_err(|e| BodyError::Disk(io::Error::other(e)))?;
+    fed?;
+    written.map_err(BodyError::Disk)?;
+    Ok(Received::File(n))
 }
 
 /// The file name of a part as the SDK sends it: percent-encoded by
