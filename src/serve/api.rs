@@ -495,14 +495,39 @@ async fn upload_object(
     Path((workspace, id)): Path<(String, String)>,
     mut mp: Multipart,
 ) -> ApiResult<StatusCode> {
+    let r = receive_object(&s, &workspace, &id, &mut mp).await;
+    drain_after(&s, &r, &mut mp).await;
+    r
+}
+
+/// After an error answer to an upload whose body is not read to its end,
+/// reads (and drops) the rest of it, up to 16 MiB: a server that answers
+/// and closes with bytes unread resets the connection, and the client
+/// never sees the answer. A body that stalled or was malformed is not
+/// waited for.
+async fn drain_after<T>(s: &Inner, r: &ApiResult<T>, mp: &mut Multipart) {
+    if let Err(e) = r
+        && e.status != StatusCode::REQUEST_TIMEOUT
+        && e.status != StatusCode::BAD_REQUEST
+    {
+        upload::drain(mp, 16 << 20, s.options.limits.upload_idle_timeout).await;
+    }
+}
+
+async fn receive_object(
+    s: &Arc<Inner>,
+    workspace: &str,
+    id: &str,
+    mp: &mut Multipart,
+) -> ApiResult<StatusCode> {
     let started = Instant::now();
-    let h = hosted(&s, &workspace)?;
-    let id = parse_id(&id)?;
+    let h = hosted(s, workspace)?;
+    let id = parse_id(id)?;
     let limits = &s.options.limits;
     let idle = limits.upload_idle_timeout;
     let mut fields: HashMap<String, String> = HashMap::new();
     let mut field = loop {
-        let f = upload::next_field(&mut mp, idle)
+        let f = upload::next_field(mp, idle)
             .await?
             .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "the body has no file part"))?;
         if f.name() == Some("file") {
@@ -643,9 +668,23 @@ struct DirectQuery {
 /// that takes the key's direct uploads in that write mode.
 async fn direct_upload(
     State(s): St,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     Query(q): Query<DirectQuery>,
     mut mp: Multipart,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let r = match caller {
+        Ok(caller) => receive_direct(&s, caller, q, &mut mp).await,
+        Err(e) => Err(e),
+    };
+    drain_after(&s, &r, &mut mp).await;
+    r
+}
+
+async fn receive_direct(
+    s: &Arc<Inner>,
+    caller: Caller,
+    q: DirectQuery,
+    mp: &mut Multipart,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let mode = match q.write_mode.as_deref() {
         None => WriteMode::Keep,
@@ -666,7 +705,7 @@ async fn direct_upload(
         }
     };
     loop {
-        let mut field = match upload::next_field(&mut mp, idle).await {
+        let mut field = match upload::next_field(mp, idle).await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
@@ -717,7 +756,7 @@ async fn direct_upload(
         Received::File(_) => Source::Upload(path.clone()),
     };
     let item = direct_item(name, source, meta_text.as_deref());
-    let metrics_inner = Arc::clone(&s);
+    let metrics_inner = Arc::clone(s);
     let report = blocking(move || {
         let mut last: Option<FileReport> = None;
         let result =

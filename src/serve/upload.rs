@@ -80,6 +80,20 @@ async fn chunk(
     }
 }
 
+/// Reads and drops what is left of a multipart body, up to `limit` bytes
+/// (then gives up), each piece within `idle`.
+pub(crate) async fn drain(mp: &mut Multipart, limit: u64, idle: Duration) {
+    let mut n = 0u64;
+    while let Ok(Some(mut f)) = next_field(mp, idle).await {
+        while let Ok(Some(c)) = chunk(&mut f, idle).await {
+            n += c.len() as u64;
+            if n > limit {
+                return;
+            }
+        }
+    }
+}
+
 /// A small part (a form field) as bytes, at most `max` of them.
 pub(crate) async fn small(
     mut field: Field<'_>,
