@@ -872,3 +872,75 @@ fn tls_serves_https_and_hands_out_https_upload_urls() {
     let (code, _) = curl(&[&s.url("/healthz").replace("https://", "http://")]);
     assert_ne!(code, "200");
 }
+
+/// The status page as a browser shows it: the DOM headless Chromium
+/// renders (Debian's `chromium` package). Skipped, with the reason, when
+/// there is no Chromium:
+/// `cargo test --test serve -- --ignored --nocapture status_page_in_chromium`
+#[test]
+#[ignore]
+fn status_page_in_chromium() {
+    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("skipped: no Chromium (apt-get install chromium)");
+        return;
+    };
+    let (d, k, s) = setup(&[]);
+    let session = s.create(&k, "ws", "FAIL");
+    assert_eq!(
+        s.upload(&session, "report.pdf", b"%PDF").status().as_u16(),
+        204
+    );
+    assert_eq!(
+        s.upload(&session, "../escape.txt", b"x").status().as_u16(),
+        422
+    );
+    assert_eq!(s.close(&k, "ws", &sid(&session)), 204);
+    assert_eq!(s.wait_counted(&k, "ws", &sid(&session), 2), (1, 1));
+    let open = s.create(&k, "ws", "KEEP");
+    let profile = d.path("chromium-profile");
+    let shot = d.path("status.png");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(s.url("/"))
+            .output()
+            .expect("running chromium")
+    };
+    let out = run(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "Workspace ws",
+        sid(&session).as_str(),
+        sid(&open).as_str(),
+        "CLOSED",
+        "OPEN",
+        "Grace Hopper",
+        "report.pdf",
+        "../escape.txt",
+        "invalid_name",
+    ] {
+        assert!(
+            dom.contains(want),
+            "the rendered page lacks {want:?}:\n{dom}"
+        );
+    }
+    let _ = run(&[&format!("--screenshot={}", shot.display())]);
+    if let Ok(dir) = std::env::var("INTAKE_KEEP_SCREENSHOT") {
+        let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("status.png"));
+    }
+}

@@ -75,8 +75,8 @@ pub(crate) fn render(s: &Inner) -> String {
         sessions.truncate(SHOWN);
         h.push_str(
             "<h3>Sessions</h3><table class=\"sessions\"><tr><th>session</th><th>created by</th>\
-             <th>created</th><th>mode</th><th>status</th><th class=\"num\">finished</th>\
-             <th class=\"num\">failed</th></tr>",
+             <th>created</th><th>mode</th><th>status</th><th class=\"num\">uploaded</th>\
+             <th class=\"num\">finished</th><th class=\"num\">failed</th></tr>",
         );
         for rec in &sessions {
             let api = hosted.db.session(rec.session.session_id).ok().flatten();
@@ -92,13 +92,23 @@ pub(crate) fn render(s: &Inner) -> String {
             let _ = write!(
                 h,
                 "<tr><td><code>{}</code></td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                 <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
                 rec.session.session_id,
                 esc(&u.given_name),
                 esc(&u.family_name),
                 ts(rec.session.created_at),
                 rec.session.write_mode.as_str(),
                 status,
+                // Objects received so far (sidecars aside): the count an
+                // open session has before its commit.
+                match &api {
+                    Some(a) if a.direct.is_none() => hosted
+                        .db
+                        .upload_count(a.id)
+                        .map(|n| n.to_string())
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                },
                 rec.ingestion.finished_files,
                 rec.ingestion.failed_files,
             );
@@ -137,7 +147,11 @@ pub(crate) fn render(s: &Inner) -> String {
                     o.outcome.as_str(),
                     o.outcome.as_str(),
                     o.size.map(|n| n.to_string()).unwrap_or_default(),
-                    esc(o.message.as_deref().unwrap_or("")),
+                    esc(&match (o.reason, o.message.as_deref()) {
+                        (Some(r), Some(m)) => format!("{}: {m}", r.as_str()),
+                        (Some(r), None) => r.as_str().to_owned(),
+                        (None, m) => m.unwrap_or("").to_owned(),
+                    }),
                 );
             }
             h.push_str("</table>");
