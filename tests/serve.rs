@@ -443,13 +443,11 @@ fn sessions_are_listed_by_page_and_expire_into_a_commit() {
         ids.push(sid(&sess));
     }
     // One that expires in a second, with an upload it never closes.
-    let r = s
-        .client
-        .post(s.url("/api/v1/workspaces/ws/upload_sessions"))
-        .bearer_auth(&k)
-        .json(&json!({"write_mode": "KEEP", "expires_in_seconds": 1}))
-        .send()
-        .expect("create");
+    let r = s.create_with(
+        &k,
+        "ws",
+        &json!({"write_mode": "KEEP", "expires_in_seconds": 1}),
+    );
     assert_eq!(r.status().as_u16(), 201);
     let short: Value = r.json().expect("body");
     assert_eq!(
@@ -496,21 +494,9 @@ fn sessions_are_listed_by_page_and_expire_into_a_commit() {
         s.create(&k, "ws", "KEEP");
         open += 1;
     }
-    let r = s
-        .client
-        .post(s.url("/api/v1/workspaces/ws/upload_sessions"))
-        .bearer_auth(&k)
-        .json(&json!({"write_mode": "KEEP"}))
-        .send()
-        .expect("create");
+    let r = s.create_with(&k, "ws", &json!({"write_mode": "KEEP"}));
     assert_eq!(r.status().as_u16(), 406);
-    let r = s
-        .client
-        .post(s.url("/api/v1/workspaces/ws/upload_sessions"))
-        .bearer_auth(&k)
-        .json(&json!({"write_mode": "TEMPORARY"}))
-        .send()
-        .expect("create");
+    let r = s.create_with(&k, "ws", &json!({"write_mode": "TEMPORARY"}));
     assert_eq!(r.status().as_u16(), 422);
 }
 

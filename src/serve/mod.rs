@@ -13,10 +13,14 @@
 mod api;
 mod commit;
 mod db;
+mod files;
 mod group;
 mod keys;
 mod metrics;
+mod objects;
 mod page;
+mod routes;
+mod sessions;
 mod token;
 mod upload;
 mod wire;
@@ -339,7 +343,7 @@ impl Server {
 
     /// The HTTP API, the status page, `/healthz` and `/metrics`.
     pub fn router(&self) -> axum::Router {
-        api::router(Arc::clone(&self.inner))
+        routes::router(Arc::clone(&self.inner))
     }
 
     /// The names of the workspaces served.

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 
+use super::Limits;
 use super::wire::ApiError;
 
 /// Why a body was not received.
@@ -119,21 +120,25 @@ pub(crate) enum Received {
     File(u64),
 }
 
-/// Receives a part: kept in memory while it is at most `inline` bytes,
+/// Upload bodies up to this size are kept in memory, and then in the
+/// server's database (one durable write for many uploads); larger ones go
+/// to files of their own.
+pub(crate) const INLINE: usize = 64 * 1024;
+
+/// Receives a part: kept in memory while it is at most [`INLINE`] bytes,
 /// else streamed into the new file `path` (synced with `durable`; its
 /// folder's entry is the caller's to sync, so that many uploads share one
-/// folder sync). At most `limit` bytes in all. On any error the file is
-/// removed.
+/// folder sync), within the server's size limit and idle timeout. On any
+/// error the file is removed.
 pub(crate) async fn receive(
     field: &mut Field<'_>,
     path: &Path,
-    limit: u64,
-    inline: usize,
-    idle: Duration,
+    limits: &Limits,
     durable: bool,
 ) -> Result<Received, BodyError> {
+    let (limit, idle) = (limits.max_upload_bytes, limits.upload_idle_timeout);
     let mut spilled = false;
-    let result = write(field, path, limit, inline, idle, durable, &mut spilled).await;
+    let result = write(field, path, limit, INLINE, idle, durable, &mut spilled).await;
     if result.is_err() && spilled {
         let _ = tokio::fs::remove_file(path).await;
     }

@@ -101,15 +101,23 @@ impl Served {
         self.client.get(self.url(path)).bearer_auth(key)
     }
 
-    /// Creates a session in `ws` and returns the 201 body.
-    pub fn create(&self, key: &str, ws: &str, mode: &str) -> Value {
-        let r = self
-            .client
+    /// `POST upload_sessions` in `ws` with this body.
+    pub fn create_with(&self, key: &str, ws: &str, body: &Value) -> Response {
+        self.client
             .post(self.url(&format!("/api/v1/workspaces/{ws}/upload_sessions")))
             .bearer_auth(key)
-            .json(&json!({"write_mode": mode, "parallel_processing_enabled": false}))
+            .json(body)
             .send()
-            .expect("create");
+            .expect("create")
+    }
+
+    /// Creates a session in `ws` and returns the 201 body.
+    pub fn create(&self, key: &str, ws: &str, mode: &str) -> Value {
+        let r = self.create_with(
+            key,
+            ws,
+            &json!({"write_mode": mode, "parallel_processing_enabled": false}),
+        );
         assert_eq!(r.status().as_u16(), 201, "create: {:?}", r.text());
         r.json().expect("create body")
     }
