@@ -930,3 +930,52 @@ fn status_page_in_chromium() {
         let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("status.png"));
     }
 }
+
+#[test]
+fn connections_past_the_cap_are_closed_and_served_again_once_one_is_free() {
+    let (_d, _k, s) = setup(&["--max-connections", "2"]);
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let held = |n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|_| {
+                let mut c = TcpStream::connect(&addr).expect("connect");
+                c.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .expect("send");
+                let mut buf = [0u8; 512];
+                let n = c.read(&mut buf).expect("an answer");
+                assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+                c
+            })
+            .collect()
+    };
+    let two = held(2);
+    // A third connection is closed without an answer.
+    let mut third = TcpStream::connect(&addr).expect("connect");
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = third.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    drop(two);
+    // Once the two are closed, connections are served again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let fresh = reqwest::blocking::Client::new();
+        if fresh
+            .get(s.url("/healthz"))
+            .send()
+            .is_ok_and(|r| r.status().as_u16() == 200)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not served again after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

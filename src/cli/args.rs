@@ -393,6 +393,9 @@ pub struct ServeArgs {
     /// Most requests served at once; more are answered 503.
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub max_in_flight: usize,
+    /// Most connections open at once; more are closed as they come.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
     /// After SIGINT/SIGTERM, how long uploads in flight may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub stop_timeout: String,

@@ -7,6 +7,7 @@ mod config;
 mod output;
 mod serve_cmd;
 mod signals;
+mod slots;
 mod user;
 mod watch_cmd;
 

@@ -15,6 +15,7 @@ use super::Exit;
 use super::args::{Cli, KeysCmd, ServeArgs};
 use super::config::workspace_dir;
 use super::output::println_locked;
+use super::slots::Limited;
 use super::user::creator;
 
 fn duration(what: &str, s: &str) -> Result<Duration> {
@@ -145,16 +146,24 @@ async fn run(cli: &Cli, a: &ServeArgs, server: &Server, stop_timeout: Duration) 
     // Both kinds of server stop the same way: no new connections, then
     // the requests in flight get `stop_timeout`.
     let handle = axum_server::Handle::<SocketAddr>::new();
+    // A connection must send its first request within the request
+    // timeout, and holds one of --max-connections slots while it lives.
+    let first = duration("--request-timeout", &a.request_timeout)?;
+    let max = a.max_connections;
     let mut http = match tls {
         Some(config) => tokio::spawn(
             axum_server::from_tcp_rustls(listener, config)
                 .context("the listening socket")?
+                .map(|tls| Limited::new(tls, max))
+                .first_request_timeout(first)
                 .handle(handle.clone())
                 .serve(app),
         ),
         None => tokio::spawn(
             axum_server::from_tcp(listener)
                 .context("the listening socket")?
+                .map(|plain| Limited::new(plain, max))
+                .first_request_timeout(first)
                 .handle(handle.clone())
                 .serve(app),
         ),
