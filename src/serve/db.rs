@@ -150,9 +150,96 @@ pub(crate) struct NewUpload {
     pub(crate) body: NewBody,
 }
 
-/// What recording an upload gives: its place in arrival order, or `None`
-/// when its session was closed meanwhile.
-type Recorded = Result<Option<i64>, String>;
+/// A write to the server's database.
+pub(crate) enum Write {
+    /// A new session.
+    Session(ApiSession),
+    /// An upload.
+    Upload(NewUpload),
+    /// A session closed.
+    Close {
+        id: Uuid,
+        at: DateTime<Utc>,
+        expired: bool,
+    },
+    /// A session's uploads committed: its staged rows go.
+    Committed { id: Uuid, at: DateTime<Utc> },
+}
+
+/// What a write gives back.
+pub(crate) enum Wrote {
+    /// Done.
+    Done,
+    /// Whether it changed anything (a close of a closed session does not).
+    Changed(bool),
+    /// An upload's place in arrival order, or `None` when its session was
+    /// closed meanwhile.
+    Upload(Option<i64>),
+}
+
+/// One write, inside the group's transaction.
+fn apply_one(tx: &rusqlite::Savepoint<'_>, w: &Write) -> rusqlite::Result<Wrote> {
+    match w {
+        Write::Session(s) => {
+            tx.prepare_cached(
+                "INSERT INTO sessions (session_id, key_name, expires_at, direct) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                s.id.to_string(),
+                s.key,
+                ts(s.expires_at),
+                s.direct.map(WriteMode::as_str)
+            ])?;
+            Ok(Wrote::Done)
+        }
+        Write::Close { id, at, expired } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE sessions SET closed_at = ?2, expired = ?3
+                     WHERE session_id = ?1 AND closed_at IS NULL",
+                )?
+                .execute(params![id.to_string(), ts(*at), expired])?;
+            Ok(Wrote::Changed(n > 0))
+        }
+        Write::Committed { id, at } => {
+            tx.prepare_cached("UPDATE sessions SET committed_at = ?2 WHERE session_id = ?1")?
+                .execute(params![id.to_string(), ts(*at)])?;
+            tx.prepare_cached("DELETE FROM uploads WHERE session_id = ?1")?
+                .execute([id.to_string()])?;
+            Ok(Wrote::Done)
+        }
+        Write::Upload(u) => {
+            let id = u.session.to_string();
+            let open = tx
+                .prepare_cached(
+                    "SELECT 1 FROM sessions WHERE session_id = ?1 AND closed_at IS NULL",
+                )?
+                .query_row([&id], |r| r.get::<_, i64>(0))
+                .optional()?;
+            if open.is_none() {
+                return Ok(Wrote::Upload(None));
+            }
+            let (file, data, reason, message) = match &u.body {
+                NewBody::File(f) => (Some(f.to_string_lossy().into_owned()), None, None, None),
+                NewBody::Bytes(b) => (None, Some(b.as_slice()), None, None),
+                NewBody::Refused(r, m) => (None, None, Some(r.as_str()), Some(m.as_str())),
+            };
+            tx.prepare_cached(
+                "INSERT INTO uploads (session_id, name, file, data, reason, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![id, u.name, file, data, reason, message])?;
+            let seq = tx.last_insert_rowid();
+            if crate::meta::sidecar_of(std::ffi::OsStr::new(&u.name)).is_none() {
+                tx.prepare_cached(
+                    "UPDATE sessions SET objects = objects + 1 WHERE session_id = ?1",
+                )?
+                .execute([&id])?;
+            }
+            Ok(Wrote::Upload(Some(seq)))
+        }
+    }
+}
 
 /// The server's database of one workspace: one connection that writes,
 /// and a pool of readers (WAL: they never wait for the writer's fsync).
@@ -160,7 +247,7 @@ pub(crate) struct ServeDb {
     path: PathBuf,
     conn: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    uploads: super::group::Group<NewUpload, Recorded>,
+    writes: super::group::Group<Write, Result<Wrote, String>>,
 }
 
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -276,7 +363,7 @@ impl ServeDb {
             path,
             conn: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
-            uploads: super::group::Group::new(),
+            writes: super::group::Group::new(),
         })
     }
 
@@ -378,18 +465,7 @@ impl ServeDb {
 
     /// Records a session the server made.
     pub(crate) fn add_session(&self, s: &ApiSession) -> Result<(), DbError> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO sessions (session_id, key_name, expires_at, direct) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    s.id.to_string(),
-                    s.key,
-                    ts(s.expires_at),
-                    s.direct.map(WriteMode::as_str)
-                ],
-            )
-        })
-        .map(|_| ())
+        self.write(Write::Session(s.clone())).map(|_| ())
     }
 
     fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiSession> {
@@ -438,30 +514,13 @@ impl ServeDb {
         at: DateTime<Utc>,
         expired: bool,
     ) -> Result<bool, DbError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE sessions SET closed_at = ?2, expired = ?3
-                 WHERE session_id = ?1 AND closed_at IS NULL",
-                params![id.to_string(), ts(at), expired],
-            )
-        })
-        .map(|n| n > 0)
+        self.write(Write::Close { id, at, expired })
+            .map(|w| matches!(w, Wrote::Changed(true)))
     }
 
     /// Records that a session's uploads are committed.
     pub(crate) fn mark_committed(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), DbError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "UPDATE sessions SET committed_at = ?2 WHERE session_id = ?1",
-                params![id.to_string(), ts(at)],
-            )?;
-            tx.execute(
-                "DELETE FROM uploads WHERE session_id = ?1",
-                [id.to_string()],
-            )?;
-            tx.commit()
-        })
+        self.write(Write::Committed { id, at }).map(|_| ())
     }
 
     /// Sessions closed whose uploads are not committed yet.
@@ -543,19 +602,34 @@ impl ServeDb {
     /// staging folder (for the bodies' directory entries) and one durable
     /// transaction for the group.
     pub(crate) fn add_upload(&self, up: NewUpload) -> Result<Option<i64>, DbError> {
-        self.uploads
-            .submit(up, |group| self.record_uploads(&group))
+        self.write(Write::Upload(up)).map(|w| match w {
+            Wrote::Upload(seq) => seq,
+            _ => None,
+        })
+    }
+
+    /// Applies one write, together with the writes that arrive with it:
+    /// one transaction (and one fsync) for the group, each write in a
+    /// savepoint of its own so that one failing fails alone. The staging
+    /// folders of the group's upload bodies are synced first, so that no
+    /// row refers to a file whose entry is not durable.
+    fn write(&self, w: Write) -> Result<Wrote, DbError> {
+        self.writes
+            .submit(w, |group| self.apply(&group))
             .map_err(|message| DbError::Failed {
                 path: self.path.clone(),
                 message,
             })
     }
 
-    fn record_uploads(&self, group: &[NewUpload]) -> Vec<Recorded> {
+    fn apply(&self, group: &[Write]) -> Vec<Result<Wrote, String>> {
         let mut dirs: Vec<&Path> = group
             .iter()
-            .filter_map(|u| match &u.body {
-                NewBody::File(f) => f.parent(),
+            .filter_map(|w| match w {
+                Write::Upload(NewUpload {
+                    body: NewBody::File(f),
+                    ..
+                }) => f.parent(),
                 _ => None,
             })
             .collect();
@@ -567,49 +641,28 @@ impl ServeDb {
                 return group.iter().map(|_| Err(message.clone())).collect();
             }
         }
-        let recorded = self.with(|c| {
-            let tx = c.transaction()?;
+        let applied = self.with(|c| {
+            let mut tx = c.transaction()?;
             let mut out = Vec::with_capacity(group.len());
-            {
-                let mut open = tx.prepare_cached(
-                    "SELECT 1 FROM sessions WHERE session_id = ?1 AND closed_at IS NULL",
-                )?;
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO uploads (session_id, name, file, data, reason, message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                let mut count = tx.prepare_cached(
-                    "UPDATE sessions SET objects = objects + 1 WHERE session_id = ?1",
-                )?;
-                for u in group {
-                    let id = u.session.to_string();
-                    if open
-                        .query_row([&id], |r| r.get::<_, i64>(0))
-                        .optional()?
-                        .is_none()
-                    {
-                        out.push(None);
-                        continue;
+            for w in group {
+                let mut sp = tx.savepoint()?;
+                match apply_one(&sp, w) {
+                    Ok(r) => {
+                        sp.commit()?;
+                        out.push(Ok(r));
                     }
-                    let (file, data, reason, message) = match &u.body {
-                        NewBody::File(f) => {
-                            (Some(f.to_string_lossy().into_owned()), None, None, None)
-                        }
-                        NewBody::Bytes(b) => (None, Some(b.as_slice()), None, None),
-                        NewBody::Refused(r, m) => (None, None, Some(r.as_str()), Some(m.as_str())),
-                    };
-                    insert.execute(params![id, u.name, file, data, reason, message])?;
-                    out.push(Some(tx.last_insert_rowid()));
-                    if crate::meta::sidecar_of(std::ffi::OsStr::new(&u.name)).is_none() {
-                        count.execute([&id])?;
+                    Err(e) => {
+                        sp.rollback()?;
+                        drop(sp);
+                        out.push(Err(e.to_string()));
                     }
                 }
             }
             tx.commit()?;
             Ok(out)
         });
-        match recorded {
-            Ok(v) => v.into_iter().map(Ok).collect(),
+        match applied {
+            Ok(v) => v,
             Err(e) => {
                 let message = e.to_string();
                 group.iter().map(|_| Err(message.clone())).collect()
