@@ -123,7 +123,8 @@ async fn receive_object(
         let message =
             format!("the session holds {staged} files, the most this server takes in one session");
         let err = ApiError::new(StatusCode::FORBIDDEN, message.clone());
-        return refuse(name, Reason::StoreError, message, err).await;
+        // Not `store_error`: nothing failed that a retry would mend.
+        return refuse(name, Reason::ReadError, message, err).await;
     }
     let dir = h.stage_of(id);
     let path = dir.join(Uuid::new_v4().to_string());
