@@ -395,6 +395,9 @@ fn bench(c: &mut Criterion) {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .unwrap_or_else(|e| panic!("opening {}: {e}", f.db.display()));
+        // The page cache the index's own connections have.
+        bare.execute_batch("PRAGMA cache_size=-32768")
+            .unwrap_or_else(|e| panic!("cache_size: {e}"));
         for kind in [Kind::HitSame, Kind::Miss] {
             let cands = candidates(n, kind);
             let id = BenchmarkId::new(format!("bare_{}", kind.label()), "pk");
