@@ -21,15 +21,14 @@ use super::token;
 use super::wire::{ApiError, NEVER, session_item, ts};
 use crate::session::{CreateSession, Lifetime, SessionRecord, SessionStatus, WriteMode};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct CreateBody {
     #[serde(default)]
     write_mode: Option<String>,
     #[serde(default)]
     expires_in_seconds: Option<i64>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    parallel_processing_enabled: Option<bool>,
+    // `parallel_processing_enabled`, which the SDK always sends, changes
+    // nothing here: every commit decides its files in parallel.
 }
 
 pub(super) async fn create_session(
@@ -39,11 +38,7 @@ pub(super) async fn create_session(
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let req: CreateBody = if body.is_empty() {
-        CreateBody {
-            write_mode: None,
-            expires_in_seconds: None,
-            parallel_processing_enabled: None,
-        }
+        CreateBody::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::invalid(format!("the request body: {e}")))?
