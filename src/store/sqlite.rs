@@ -192,8 +192,9 @@ fn hash_col(row: &Row<'_>, i: usize) -> rusqlite::Result<Hash> {
 }
 
 fn uuid_col(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
-    let s: String = row.get(i)?;
-    Uuid::parse_str(&s).map_err(|e| {
+    // Parsed where SQLite holds it: no copy per row.
+    let s = row.get_ref(i)?.as_str()?;
+    Uuid::parse_str(s).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
     })
 }
