@@ -669,7 +669,7 @@ fn kill_rounds(rounds: u64) {
         let (d, k, mut s) = setup(&[]);
         let ws_arg = format!("ws={}", d.ws().display());
         let session = s.create(&k, "ws", "OVERWRITE");
-        let names: Vec<String> = (0..600).map(|i| format!("r{round}-{i:03}.txt")).collect();
+        let names: Vec<String> = (0..2000).map(|i| format!("r{round}-{i:04}.txt")).collect();
         // During the uploads.
         let delay = Duration::from_millis(rng.range(5, 150));
         let pid = s.child.id();
@@ -696,20 +696,22 @@ fn kill_rounds(rounds: u64) {
         );
         // During the commit.
         assert_eq!(s.close(&k, "ws", &sid(&session)), 204);
-        std::thread::sleep(Duration::from_millis(rng.range(0, 250)));
+        // A commit of 2,000 small files takes some tens of milliseconds:
+        // the kill lands before, inside or after it.
+        std::thread::sleep(Duration::from_millis(rng.range(0, 60)));
         let _ = s.child.kill();
         let _ = s.child.wait();
         let s = Served::start(&["--workspace", &ws_arg]);
         assert_eq!(
-            s.wait_counted(&k, "ws", &sid(&session), 600),
-            (600, 0),
+            s.wait_counted(&k, "ws", &sid(&session), 2000),
+            (2000, 0),
             "round {round}"
         );
         assert_eq!(d.names(), names, "round {round}");
         assert_eq!(d.cat(&names[77]), names[77].as_bytes());
         let shown = session_show(&d, &sid(&session));
         assert_eq!(
-            shown["ingestion_status"]["ingested"], 600,
+            shown["ingestion_status"]["ingested"], 2000,
             "round {round}: {shown}"
         );
         assert_eq!(shown["status"], "CLOSED");
