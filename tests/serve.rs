@@ -220,14 +220,7 @@ fn keys_tokens_and_workspaces_are_checked() {
     assert!(d.names().is_empty());
     // Unknown sessions.
     let unknown = uuid::Uuid::new_v4();
-    assert_eq!(
-        s.get(&k, &format!("{path}/{unknown}"))
-            .send()
-            .expect("get")
-            .status()
-            .as_u16(),
-        404
-    );
+    assert_eq!(s.code_of(&k, &format!("{path}/{unknown}")), 404);
     assert_eq!(s.close(&k, "ws", &unknown.to_string()), 404);
 }
 
@@ -407,11 +400,7 @@ fn direct_uploads_list_download_and_delete() {
     assert_eq!(meta, json!({"m": 1}));
     let unknown = uuid::Uuid::new_v4();
     assert_eq!(
-        s.get(&k, &format!("/api/v1/workspaces/ws/files/{unknown}"))
-            .send()
-            .expect("get")
-            .status()
-            .as_u16(),
+        s.code_of(&k, &format!("/api/v1/workspaces/ws/files/{unknown}")),
         404
     );
     // Delete: 204, then the file is gone.
@@ -423,11 +412,7 @@ fn direct_uploads_list_download_and_delete() {
         .expect("delete");
     assert_eq!(r.status().as_u16(), 204);
     assert_eq!(
-        s.get(&k, &format!("/api/v1/workspaces/ws/files/{id1}"))
-            .send()
-            .expect("get")
-            .status()
-            .as_u16(),
+        s.code_of(&k, &format!("/api/v1/workspaces/ws/files/{id1}")),
         404
     );
     d.assert_workspace(&[("two.md", "TWO"), ("three.md", "three")]);

@@ -101,6 +101,11 @@ impl Served {
         self.client.get(self.url(path)).bearer_auth(key)
     }
 
+    /// The status of `GET path` with `key`.
+    pub fn code_of(&self, key: &str, path: &str) -> u16 {
+        self.get(key, path).send().expect("get").status().as_u16()
+    }
+
     /// `POST upload_sessions` in `ws` with this body.
     pub fn create_with(&self, key: &str, ws: &str, body: &Value) -> Response {
         self.client
