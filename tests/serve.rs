@@ -285,29 +285,22 @@ fn file_names_are_percent_decoded_and_key_templates_expanded() {
          --{b}--\r\n",
         b = boundary
     );
-    let r = s
-        .client
-        .post(cfg["url"].as_str().expect("url"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .expect("upload");
-    assert_eq!(r.status().as_u16(), 204);
+    let post_raw = |body: String| {
+        s.client
+            .post(cfg["url"].as_str().expect("url"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .expect("upload")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post_raw(body), 204);
     // A body that is not multipart at all.
-    let r = s
-        .client
-        .post(cfg["url"].as_str().expect("url"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body("--XyZ\r\nnonsense")
-        .send()
-        .expect("upload");
-    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(post_raw("--XyZ\r\nnonsense".to_owned()), 400);
     assert_eq!(s.close(&k, "ws", &sid(&session)), 204);
     assert_eq!(s.wait_counted(&k, "ws", &sid(&session), 1), (1, 0));
     d.assert_workspace(&[("in/my file _1 _é_.txt", "hello")]);
