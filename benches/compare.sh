@@ -216,17 +216,25 @@ check_space() {
 check_space
 
 # ---------------------------------------------------------- generation ----
+# tree_reusable NAME SPEC: whether $TREES/NAME is complete and made with
+# SPEC; otherwise clears it for a new one.
+tree_reusable() {
+    local dir="$TREES/$1"
+    if [[ -f "$dir.done" && $(<"$dir.done") == "$2" ]]; then
+        log "reusing tree $1 ($2)"
+        return 0
+    fi
+    rm -rf -- "$dir" "$dir.done"
+    log "generating tree $1 ($2)"
+    return 1
+}
+
 # ensure_tree NAME FILES DIRS SIZE: random-content files (empty when SIZE=0)
 # spread round-robin over DIRS folders in $TREES/NAME. Reused when a previous
 # (KEEP=1) run left a complete tree with the same parameters.
 ensure_tree() {
     local dir="$TREES/$1" spec="$2 files, $3 dirs, $4 bytes"
-    if [[ -f "$dir.done" && $(<"$dir.done") == "$spec" ]]; then
-        log "reusing tree $1 ($spec)"
-        return
-    fi
-    rm -rf -- "$dir" "$dir.done"
-    log "generating tree $1 ($spec)"
+    tree_reusable "$1" "$spec" && return
     local t0=$SECONDS
     python3 - "$dir" "$2" "$3" "$4" <<'PY'
 import os, sys
@@ -449,12 +457,7 @@ scenario_D() {
 # from a fixed seed; reused like ensure_tree.
 ensure_real_tree() {
     local dir="$TREES/$1" spec="realistic, seed 1, scale $SCALE"
-    if [[ -f "$dir.done" && $(<"$dir.done") == "$spec" ]]; then
-        log "reusing tree $1 ($spec)"
-        return
-    fi
-    rm -rf -- "$dir" "$dir.done"
-    log "generating tree $1 ($spec)"
+    tree_reusable "$1" "$spec" && return
     python3 - "$dir" "$SCALE" <<'PY'
 import math, os, random, sys
 root, scale = sys.argv[1], float(sys.argv[2])

@@ -71,6 +71,7 @@ fn folder_name(dir: &Path) -> Result<String> {
 }
 
 pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<Exit> {
+    let request_timeout = duration("--request-timeout", &a.request_timeout)?;
     let options = ServeOptions {
         public_url: a.public_url.clone(),
         public_status: a.public_status,
@@ -79,7 +80,7 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<Exit> {
             max_upload_bytes: a.max_upload_bytes,
             max_files_per_session: a.max_files_per_session,
             max_open_sessions_per_key: a.max_open_sessions,
-            request_timeout: duration("--request-timeout", &a.request_timeout)?,
+            request_timeout,
             upload_idle_timeout: duration("--upload-idle-timeout", &a.upload_idle_timeout)?,
             max_in_flight: a.max_in_flight,
         },
@@ -91,7 +92,7 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<Exit> {
         .thread_name("intake-http")
         .build()
         .context("cannot start the HTTP runtime")?;
-    let result = rt.block_on(run(cli, a, &server, stop_timeout));
+    let result = rt.block_on(run(cli, a, &server, request_timeout, stop_timeout));
     // Whatever happened to the listener: commit what was closed.
     server.shutdown();
     result.map(|()| Exit::Ok)
@@ -117,7 +118,13 @@ async fn tls_config(a: &ServeArgs) -> Result<Option<RustlsConfig>> {
         })
 }
 
-async fn run(cli: &Cli, a: &ServeArgs, server: &Server, stop_timeout: Duration) -> Result<()> {
+async fn run(
+    cli: &Cli,
+    a: &ServeArgs,
+    server: &Server,
+    first_request: Duration,
+    stop_timeout: Duration,
+) -> Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("cannot set up signal handling")?;
     let mut term = signal(SignalKind::terminate()).context("cannot set up signal handling")?;
     let tls = tls_config(a).await?;
@@ -148,14 +155,13 @@ async fn run(cli: &Cli, a: &ServeArgs, server: &Server, stop_timeout: Duration) 
     let handle = axum_server::Handle::<SocketAddr>::new();
     // A connection must send its first request within the request
     // timeout, and holds one of --max-connections slots while it lives.
-    let first = duration("--request-timeout", &a.request_timeout)?;
     let max = a.max_connections;
     let mut http = match tls {
         Some(config) => tokio::spawn(
             axum_server::from_tcp_rustls(listener, config)
                 .context("the listening socket")?
                 .map(|tls| Limited::new(tls, max))
-                .first_request_timeout(first)
+                .first_request_timeout(first_request)
                 .handle(handle.clone())
                 .serve(app),
         ),
@@ -163,7 +169,7 @@ async fn run(cli: &Cli, a: &ServeArgs, server: &Server, stop_timeout: Duration) 
             axum_server::from_tcp(listener)
                 .context("the listening socket")?
                 .map(|plain| Limited::new(plain, max))
-                .first_request_timeout(first)
+                .first_request_timeout(first_request)
                 .handle(handle.clone())
                 .serve(app),
         ),

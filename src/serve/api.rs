@@ -192,16 +192,13 @@ pub(super) fn file_id(name: &str) -> Uuid {
 pub(super) async fn metrics(State(s): St) -> ApiResult<Response> {
     let s2 = Arc::clone(&s);
     let open = blocking(move || {
-        let mut open = 0i64;
+        let mut open = 0u64;
         for h in s2.workspaces.values() {
-            let now = h.ws.now();
-            for a in h.db.sessions().map_err(ApiError::internal)? {
-                if a.direct.is_none() && a.closed_at.is_none() && now < a.expires_at {
-                    open += 1;
-                }
-            }
+            open +=
+                h.db.open_sessions(None, h.ws.now())
+                    .map_err(ApiError::internal)?;
         }
-        Ok(open)
+        Ok(i64::try_from(open).unwrap_or(i64::MAX))
     })
     .await?;
     let body = s.metrics.render(open);

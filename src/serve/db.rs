@@ -556,12 +556,17 @@ impl ServeDb {
         })
     }
 
-    /// Upload sessions of `key` open at `now`.
-    pub(crate) fn open_sessions_of(&self, key: &str, now: DateTime<Utc>) -> Result<u64, DbError> {
+    /// Upload sessions open at `now`: of `key`, or of every key.
+    pub(crate) fn open_sessions(
+        &self,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, DbError> {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT count(*) FROM sessions
-                 WHERE key_name = ?1 AND direct IS NULL AND closed_at IS NULL AND expires_at > ?2",
+                 WHERE (?1 IS NULL OR key_name = ?1)
+                   AND direct IS NULL AND closed_at IS NULL AND expires_at > ?2",
             )?
             .query_row(params![key, ts(now)], |r| r.get::<_, i64>(0))
         })

@@ -122,6 +122,9 @@ pub enum ServeError {
     /// The operating system's random numbers.
     #[error("no random numbers from the operating system: {0}")]
     Random(getrandom::Error),
+    /// The commit thread could not start.
+    #[error("cannot start the commit thread: {0}")]
+    Thread(std::io::Error),
     /// The signing secret.
     #[error("the upload-signing secret {path}: {message}")]
     Secret {
@@ -332,10 +335,7 @@ impl Server {
         let handle = std::thread::Builder::new()
             .name("intake-commit".into())
             .spawn(move || committer(&worker, &woken))
-            .map_err(|e| ServeError::Secret {
-                path: PathBuf::new(),
-                message: format!("cannot start the commit thread: {e}"),
-            })?;
+            .map_err(ServeError::Thread)?;
         *inner.committer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         inner.wake();
         Ok(Server { inner })

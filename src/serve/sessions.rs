@@ -63,7 +63,7 @@ pub(super) async fn create_session(
     let (id, expires) = blocking(move || {
         let now = h.ws.now();
         let open =
-            h.db.open_sessions_of(&key.name, now)
+            h.db.open_sessions(Some(&key.name), now)
                 .map_err(ApiError::internal)?;
         if open >= max_open {
             return Err(ApiError::new(
