@@ -70,7 +70,15 @@ pub struct WorkspaceBuilder {
     retry: RetryPolicy,
     index: Option<Arc<dyn Index>>,
     blobs: Option<Arc<dyn BlobStore>>,
+    blobs_at: Option<String>,
     group_access: bool,
+}
+
+/// The PostgreSQL address `dir` spells, if it is one
+/// (`postgresql://…` or `postgres://…`) rather than a folder.
+pub fn postgres_address(dir: &Path) -> Option<&str> {
+    dir.to_str()
+        .filter(|s| s.starts_with("postgresql://") || s.starts_with("postgres://"))
 }
 
 impl WorkspaceBuilder {
@@ -86,6 +94,7 @@ impl WorkspaceBuilder {
             retry: RetryPolicy::default(),
             index: None,
             blobs: None,
+            blobs_at: None,
             group_access: false,
         }
     }
@@ -148,6 +157,15 @@ impl WorkspaceBuilder {
         self
     }
 
+    /// Where a new PostgreSQL workspace keeps its large blobs:
+    /// `s3://BUCKET/PREFIX` (an S3-compatible store) or an absolute folder
+    /// (on one machine, or a mount every machine shares). Recorded in the
+    /// index at creation; opening checks it against the recorded one.
+    pub fn blobs_location(mut self, at: impl Into<String>) -> Self {
+        self.blobs_at = Some(at.into());
+        self
+    }
+
     /// Uses another index instead of the folder's `intake.db`.
     pub fn index(mut self, index: Arc<dyn Index>) -> Self {
         self.index = Some(index);
@@ -162,7 +180,7 @@ impl WorkspaceBuilder {
 
     /// Creates the workspace if needed (idempotent), then opens it.
     pub fn create(self) -> Result<Workspace> {
-        if let Some(dir) = &self.dir {
+        if let Some(dir) = self.dir.as_ref().filter(|d| postgres_address(d).is_none()) {
             if dir.exists() && !dir.is_dir() {
                 return Err(Error::NotADirectory(dir.clone()));
             }
@@ -203,6 +221,58 @@ impl WorkspaceBuilder {
         self.build(false)
     }
 
+    /// The index and blob store of the PostgreSQL workspace at `url`.
+    #[cfg(feature = "postgres")]
+    fn open_postgres(
+        &self,
+        url: &str,
+        create: bool,
+    ) -> Result<(String, Arc<dyn Index>, Arc<dyn BlobStore>)> {
+        use crate::store::{PgAddress, PgIndex};
+        let addr = PgAddress::parse(url).map_err(|e| self.store_err(e))?;
+        let label = addr.label.clone();
+        let err = |source| Error::Store {
+            workspace: label.clone(),
+            source,
+        };
+        let index = match PgIndex::open(addr, create, self.blobs_at.as_deref()) {
+            Ok(i) => i,
+            Err(e) if e.kind() == StoreErrorKind::NotFound && !create => {
+                return Err(Error::NotAWorkspace(PathBuf::from(&label)));
+            }
+            Err(e) => return Err(err(e)),
+        };
+        let blobs: Arc<dyn BlobStore> = match index.blobs_at() {
+            #[cfg(feature = "s3")]
+            Some(at) if crate::store::is_s3_location(at) => Arc::new(
+                crate::store::S3BlobStore::open(at, Arc::clone(index.pool())).map_err(err)?,
+            ),
+            Some(at) if at.starts_with('/') => Arc::new(FsBlobStore::open(at).map_err(err)?),
+            Some(at) => {
+                return Err(err(StoreError::not_found(format!(
+                    "the workspace keeps its blobs at {at}, which this intake cannot reach (built without the s3 feature?)"
+                ))));
+            }
+            None => {
+                return Err(err(StoreError::not_found(
+                    "the workspace records no blob location: create it with one (intake init --blobs s3://BUCKET/PREFIX or --blobs /FOLDER)",
+                )));
+            }
+        };
+        Ok((label, Arc::new(index), blobs))
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn open_postgres(
+        &self,
+        _url: &str,
+        _create: bool,
+    ) -> Result<(String, Arc<dyn Index>, Arc<dyn BlobStore>)> {
+        Err(self.store_err(StoreError::not_found(
+            "this intake was built without PostgreSQL support (the postgres feature)",
+        )))
+    }
+
     fn store_err(&self, source: StoreError) -> Error {
         Error::Store {
             workspace: self.label.clone(),
@@ -210,7 +280,17 @@ impl WorkspaceBuilder {
         }
     }
 
-    fn build(self, create: bool) -> Result<Workspace> {
+    fn build(mut self, create: bool) -> Result<Workspace> {
+        if self.index.is_none() {
+            if let Some(url) = self.dir.as_deref().and_then(postgres_address) {
+                let url = url.to_owned();
+                let (label, index, blobs) = self.open_postgres(&url, create)?;
+                self.label = label;
+                self.dir = None;
+                self.index = Some(index);
+                self.blobs = self.blobs.or(Some(blobs));
+            }
+        }
         let index = match (self.index.clone(), &self.dir) {
             (Some(i), _) => i,
             (None, Some(dir)) => {

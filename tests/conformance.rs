@@ -79,6 +79,49 @@ impl Backend for SqliteLocal {
     }
 }
 
+/// PostgreSQL as the index, shared by every handle, with the blobs in an
+/// S3-compatible store (`S3: true`) or in a local folder. Each store is a
+/// schema of its own (and a prefix of its own in the bucket). Needs
+/// `INTAKE_TEST_PG` (and `INTAKE_TEST_S3`), which `.ci/run` sets.
+#[cfg(feature = "s3")]
+struct Postgres<const S3: bool> {
+    url: String,
+    blobs: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+#[cfg(feature = "s3")]
+impl<const S3: bool> Backend for Postgres<S3> {
+    fn fresh() -> Option<Self> {
+        let (pg, s3) = common::servers::addresses(S3)?;
+        let schema = common::servers::fresh_schema();
+        let (blobs, dir) = match s3 {
+            Some(bucket) => (format!("{bucket}/{schema}"), None),
+            None => {
+                let d = tempfile::tempdir().unwrap();
+                (d.path().join("blobs").display().to_string(), Some(d))
+            }
+        };
+        Some(Postgres {
+            url: format!("{pg}?schema={schema}&pool_max=4"),
+            blobs,
+            _dir: dir,
+        })
+    }
+
+    fn handle(&self) -> (Arc<dyn Index>, Arc<dyn BlobStore>) {
+        use intake::store::{PgAddress, PgIndex, S3BlobStore};
+        let addr = PgAddress::parse(&self.url).unwrap();
+        let index = PgIndex::open(addr, true, Some(&self.blobs)).unwrap();
+        let blobs: Arc<dyn BlobStore> = if S3 {
+            Arc::new(S3BlobStore::open(&self.blobs, Arc::clone(index.pool())).unwrap())
+        } else {
+            Arc::new(FsBlobStore::open(&self.blobs).unwrap())
+        };
+        (Arc::new(index), blobs)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
@@ -1050,3 +1093,7 @@ macro_rules! conformance {
 }
 
 conformance!(sqlite_local: SqliteLocal);
+#[cfg(feature = "s3")]
+conformance!(postgres_s3: Postgres<true>);
+#[cfg(feature = "s3")]
+conformance!(postgres_local: Postgres<false>);

@@ -25,10 +25,18 @@ use crate::session::{Session, SessionRecord};
 
 mod error;
 mod fs;
+#[cfg(feature = "postgres")]
+pub mod pg;
+#[cfg(feature = "s3")]
+mod s3;
 mod sqlite;
 
 pub use error::{StoreError, StoreErrorKind};
 pub use fs::FsBlobStore;
+#[cfg(feature = "postgres")]
+pub use pg::{PgAddress, PgIndex};
+#[cfg(feature = "s3")]
+pub use s3::{S3BlobStore, is_s3_location};
 pub use sqlite::{SqliteIndex, SqliteOptions};
 
 /// The current version of a name, or an older one.

@@ -22,6 +22,7 @@ pub mod dir;
 pub mod procs;
 pub mod seams;
 pub mod serve;
+pub mod servers;
 pub mod ws;
 
 use std::fs;
