@@ -235,6 +235,9 @@ impl WorkspaceBuilder {
             workspace: label.clone(),
             source,
         };
+        // A PostgreSQL workspace is created only with its blob location
+        // (`intake init --blobs`); anything else only opens one.
+        let create = create && self.blobs_at.is_some();
         let index = match PgIndex::open(addr, create, self.blobs_at.as_deref()) {
             Ok(i) => i,
             Err(e) if e.kind() == StoreErrorKind::NotFound && !create => {

@@ -47,6 +47,12 @@ pub enum Command {
         /// its owner only, 0700).
         #[arg(long)]
         group: bool,
+        /// For a PostgreSQL workspace (`--workspace postgresql://…`): where
+        /// its large blobs live, `s3://BUCKET/PREFIX` or a folder every
+        /// machine reaches. Recorded in the index; other commands need
+        /// only the PostgreSQL address.
+        #[arg(long, value_name = "LOCATION")]
+        blobs: Option<String>,
     },
     /// Ingest files and folders once.
     Ingest(IngestArgs),

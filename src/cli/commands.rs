@@ -23,7 +23,7 @@ use super::user::creator;
 
 pub fn dispatch(cli: &Cli) -> Result<Exit> {
     match &cli.command {
-        Command::Init { group } => init(cli, *group),
+        Command::Init { group, blobs } => init(cli, *group, blobs.as_deref()),
         Command::Ingest(a) => ingest(cli, a),
         Command::Watch(a) => super::watch_cmd::watch(cli, a),
         Command::Session(c) => session(cli, c),
@@ -68,17 +68,29 @@ fn open(cli: &Cli) -> Result<Workspace> {
     Ok(Workspace::open(workspace_dir(cli)?)?)
 }
 
-fn init(cli: &Cli, group: bool) -> Result<Exit> {
+fn init(cli: &Cli, group: bool, blobs: Option<&str>) -> Result<Exit> {
     let dir = workspace_dir(cli)?;
+    let remote = intake::workspace::postgres_address(&dir).is_some();
+    let builder = || {
+        let b = intake::WorkspaceBuilder::new(&dir).group_access(group);
+        match blobs {
+            Some(at) => Ok::<_, anyhow::Error>(b.blobs_location(blobs_location(at)?)),
+            None => Ok(b),
+        }
+    };
+    match (remote, blobs) {
+        (false, Some(_)) => bail!("--blobs is for a PostgreSQL workspace (--workspace postgresql://…)"),
+        (true, None) => {
+            if let Err(intake::Error::NotAWorkspace(_)) = Workspace::open(&dir) {
+                bail!("a new PostgreSQL workspace needs --blobs s3://BUCKET/PREFIX (or a folder every machine reaches)");
+            }
+        }
+        _ => {}
+    }
     // Whether the workspace is there is the index's to say.
-    let (ws, existed) = match Workspace::open(&dir) {
+    let (ws, existed) = match builder()?.open() {
         Ok(ws) => (ws, true),
-        Err(intake::Error::NotAWorkspace(_)) => (
-            intake::WorkspaceBuilder::new(&dir)
-                .group_access(group)
-                .create()?,
-            false,
-        ),
+        Err(intake::Error::NotAWorkspace(_)) => (builder()?.create()?, false),
         Err(e) => return Err(e.into()),
     };
     if cli.json {
@@ -94,6 +106,18 @@ fn init(cli: &Cli, group: bool) -> Result<Exit> {
         println_locked(&format!("{verb} {}", ws.label()));
     }
     Ok(Exit::Ok)
+}
+
+/// A blob location as the index records it: `s3://…` as given, a folder
+/// made absolute.
+fn blobs_location(at: &str) -> Result<String> {
+    if at.starts_with("s3://") {
+        return Ok(at.to_owned());
+    }
+    let path = std::path::absolute(at).with_context(|| format!("--blobs {at}"))?;
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("--blobs {at}: the folder's path is not UTF-8"))
 }
 
 fn ingest(cli: &Cli, a: &IngestArgs) -> Result<Exit> {
