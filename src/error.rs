@@ -15,7 +15,7 @@ use crate::store::StoreError;
 pub enum Error {
     /// No workspace at the path.
     #[error(
-        "{} is not an intake workspace (no intake.db); create it with `intake init --workspace {}`",
+        "{} is not an intake workspace (no intake.db, or no schema of that name); create it with `intake init --workspace {}`",
         .0.display(), .0.display()
     )]
     NotAWorkspace(PathBuf),

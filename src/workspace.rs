@@ -229,7 +229,10 @@ impl WorkspaceBuilder {
         create: bool,
     ) -> Result<(String, Arc<dyn Index>, Arc<dyn BlobStore>)> {
         use crate::store::{PgAddress, PgIndex};
-        let addr = PgAddress::parse(url).map_err(|e| self.store_err(e))?;
+        let addr = PgAddress::parse(url).map_err(|source| Error::Store {
+            workspace: crate::store::pg::redact(url),
+            source,
+        })?;
         let label = addr.label.clone();
         let err = |source| Error::Store {
             workspace: label.clone(),
@@ -271,9 +274,12 @@ impl WorkspaceBuilder {
         _url: &str,
         _create: bool,
     ) -> Result<(String, Arc<dyn Index>, Arc<dyn BlobStore>)> {
-        Err(self.store_err(StoreError::not_found(
-            "this intake was built without PostgreSQL support (the postgres feature)",
-        )))
+        Err(Error::Store {
+            workspace: "a PostgreSQL address".into(),
+            source: StoreError::not_found(
+                "this intake was built without PostgreSQL support (the postgres feature)",
+            ),
+        })
     }
 
     fn store_err(&self, source: StoreError) -> Error {

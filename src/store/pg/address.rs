@@ -42,7 +42,7 @@ fn bad(url: &str, why: impl std::fmt::Display) -> StoreError {
 }
 
 /// `url` without a password, in its user part or its query.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let userinfo = base.split_once("://").and_then(|(scheme, rest)| {
         let (user, host) = rest.split_once('@')?;

@@ -26,6 +26,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 
+pub(crate) use address::redact;
 pub use address::{DEFAULT_POOL_MAX, DEFAULT_SCHEMA, PgAddress};
 pub use index::PgIndex;
 pub(crate) use index::col;

@@ -1,0 +1,309 @@
+//! One workspace across machines: `intake` processes that share nothing but
+//! a PostgreSQL server and an S3-compatible store, each with its own
+//! source folder, racing over the same names.
+//!
+//! Needs `INTAKE_TEST_PG` and `INTAKE_TEST_S3` (`.ci/servers.sh` starts both
+//! servers and sets them); without them every test says so and passes.
+//! The long variants: `cargo test --release --test scaleout -- --ignored`.
+
+// A test that hits an unexpected error should panic where it happened.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Output};
+
+use common::procs::{Rng, intake, json_lines, seed};
+use common::servers::{addresses, fresh_schema};
+use intake::Workspace;
+use serde_json::Value;
+
+/// A new workspace in a schema (and bucket prefix) of its own: its address.
+fn workspace() -> Option<String> {
+    let (pg, bucket) = addresses(true)?;
+    let schema = fresh_schema();
+    let url = format!("{pg}?schema={schema}");
+    let blobs = format!("{}/{schema}", bucket.unwrap());
+    let out = run(Path::new("/"), &url, &["init", "--blobs", &blobs]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    Some(url)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn run(root: &Path, url: &str, args: &[&str]) -> Output {
+    intake(root, Path::new(url), args).output().unwrap()
+}
+
+fn spawn(root: &Path, url: &str, args: &[&str]) -> Child {
+    intake(root, Path::new(url), args).spawn().unwrap()
+}
+
+/// `n` files `d/NNNN.txt` whose contents say `tag`; every 40th is 100 KiB,
+/// so that it goes to the object store rather than inline.
+fn tree(n: usize, tag: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("d")).unwrap();
+    for i in 0..n {
+        let mut body = format!("{tag} {i}\n").into_bytes();
+        if i % 40 == 0 {
+            body.resize(100 * 1024, b'x');
+        }
+        std::fs::write(dir.path().join(format!("d/{i:04}.txt")), body).unwrap();
+    }
+    dir
+}
+
+/// One file's report: (name, outcome, reason, hash).
+type Report = (String, String, Option<String>, String);
+
+/// Runs one `intake --json ingest d` per (tree, write mode), all at once;
+/// each one's per-file reports.
+fn race(url: &str, runs: &[(&Path, &str)]) -> Vec<Vec<Report>> {
+    let children: Vec<Child> = runs
+        .iter()
+        .map(|(root, mode)| spawn(root, url, &["--json", "ingest", "d", "--write-mode", mode]))
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "exit {:?}: {}",
+                out.status.code(),
+                stderr(&out)
+            );
+            json_lines(text.lines(), &stderr(&out))
+                .into_iter()
+                .filter(|v| v["type"] == "file")
+                .map(|v| {
+                    let s = |k: &str| v[k].as_str().map(str::to_owned);
+                    (
+                        s("name").unwrap(),
+                        s("outcome").unwrap(),
+                        s("reason"),
+                        s("blake3").unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn open(url: &str) -> Workspace {
+    Workspace::open(url).unwrap()
+}
+
+fn assert_sound(url: &str) {
+    let out = run(Path::new("/"), url, &["verify"]);
+    assert_eq!(out.status.code(), Some(0), "verify: {}", stderr(&out));
+}
+
+fn fail_race(names: usize) {
+    let Some(url) = workspace() else { return };
+    let trees: Vec<_> = (0..4).map(|p| tree(names, &format!("process {p}"))).collect();
+    let runs: Vec<(&Path, &str)> = trees.iter().map(|t| (t.path(), "fail")).collect();
+    let reports = race(&url, &runs);
+    let mut winners: BTreeMap<String, String> = BTreeMap::new();
+    let (mut ingested, mut conflicts) = (0, 0);
+    for r in reports.iter().flatten() {
+        match (r.1.as_str(), r.2.as_deref()) {
+            ("ingested", None) => {
+                ingested += 1;
+                assert!(winners.insert(r.0.clone(), r.3.clone()).is_none(), "{} won twice", r.0);
+            }
+            ("failed", Some("conflict")) => conflicts += 1,
+            other => panic!("{}: unexpected {other:?}", r.0),
+        }
+    }
+    assert_eq!((ingested, conflicts), (names, 3 * names));
+    // The workspace holds exactly the winners, each at version 1.
+    let ws = open(&url);
+    let mut held = BTreeMap::new();
+    ws.list(None, |e| {
+        assert_eq!(e.version, 1, "{}", e.name);
+        held.insert(e.name, e.hash.to_hex());
+        true
+    })
+    .unwrap();
+    assert_eq!(held, winners);
+    assert_sound(&url);
+}
+
+/// 4 processes, FAIL, the same new names: each name is ingested exactly
+/// once, every other attempt fails with `conflict`.
+#[test]
+fn fail_race_across_processes_has_one_winner_per_name() {
+    fail_race(1000);
+}
+
+#[test]
+#[ignore = "long: 20 trials"]
+fn fail_race_across_processes_long() {
+    for _ in 0..20 {
+        fail_race(1000);
+    }
+}
+
+/// Every name's versions, oldest first, as content hashes.
+fn chains(ws: &Workspace) -> BTreeMap<String, Vec<String>> {
+    let mut names = Vec::new();
+    ws.list(None, |e| {
+        names.push(e.name);
+        true
+    })
+    .unwrap();
+    names
+        .into_iter()
+        .map(|n| {
+            let mut h = ws.history(&n).unwrap();
+            h.reverse();
+            let versions: Vec<u64> = h.iter().map(|e| e.version).collect();
+            let want: Vec<u64> = (1..=h.len() as u64).collect();
+            assert_eq!(versions, want, "{n}: versions without gaps");
+            (n, h.into_iter().map(|e| e.hash.to_hex()).collect())
+        })
+        .collect()
+}
+
+/// OVERWRITE from 4 processes: each name's history is the 4 contents in
+/// some order (a serial order of the writes): no write lost, none twice;
+/// its first writer reports `ingested`, the others `overwritten`.
+#[test]
+fn overwrite_race_across_processes_is_serial() {
+    let Some(url) = workspace() else { return };
+    let names = 300;
+    let trees: Vec<_> = (0..4).map(|p| tree(names, &format!("writer {p}"))).collect();
+    let runs: Vec<(&Path, &str)> = trees.iter().map(|t| (t.path(), "overwrite")).collect();
+    let reports = race(&url, &runs);
+    let chains = chains(&open(&url));
+    assert_eq!(chains.len(), names);
+    for (name, chain) in &chains {
+        let mine: Vec<&Report> = reports.iter().flatten().filter(|r| &r.0 == name).collect();
+        let written: BTreeSet<&str> = mine.iter().map(|r| r.3.as_str()).collect();
+        let held: BTreeSet<&str> = chain.iter().map(String::as_str).collect();
+        assert_eq!(chain.len(), 4, "{name}: {chain:?}");
+        assert_eq!(held, written, "{name}");
+        let first = mine.iter().find(|r| r.3 == chain[0]).unwrap();
+        assert_eq!(first.1, "ingested", "{name}");
+        for r in &mine {
+            if r.3 != chain[0] {
+                assert_eq!(r.1, "overwritten", "{name}");
+            }
+        }
+    }
+    assert_sound(&url);
+}
+
+/// KEEP against OVERWRITE: a name's versions are exactly the writes that
+/// reported `ingested` or `overwritten`, in an order where every `kept`
+/// came after some version and every KEEP write was the first.
+#[test]
+fn keep_against_overwrite_across_processes() {
+    let Some(url) = workspace() else { return };
+    let names = 300;
+    let trees: Vec<_> = (0..4).map(|p| tree(names, &format!("mixed {p}"))).collect();
+    let modes = ["keep", "overwrite", "keep", "overwrite"];
+    let runs: Vec<(&Path, &str)> = trees.iter().zip(modes).map(|(t, m)| (t.path(), m)).collect();
+    let reports = race(&url, &runs);
+    let chains = chains(&open(&url));
+    assert_eq!(chains.len(), names);
+    for (name, chain) in &chains {
+        let mine: Vec<(usize, &Report)> = reports
+            .iter()
+            .enumerate()
+            .flat_map(|(p, rs)| rs.iter().filter(|r| &r.0 == name).map(move |r| (p, r)))
+            .collect();
+        let wrote: Vec<&str> = mine
+            .iter()
+            .filter(|(_, r)| r.1 == "ingested" || r.1 == "overwritten")
+            .map(|(_, r)| r.3.as_str())
+            .collect();
+        let held: BTreeSet<&str> = chain.iter().map(String::as_str).collect();
+        assert_eq!(held, wrote.iter().copied().collect(), "{name}");
+        assert_eq!(chain.len(), wrote.len(), "{name}");
+        for (p, r) in &mine {
+            match (modes[*p], r.1.as_str()) {
+                // A KEEP write is only ever the first version.
+                ("keep", "ingested") => assert_eq!(r.3, chain[0], "{name}"),
+                ("keep", "kept") | ("overwrite", "overwritten") => {}
+                ("overwrite", "ingested") => assert_eq!(r.3, chain[0], "{name}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+    assert_sound(&url);
+}
+
+/// kill -9 at random moments of an ingest (inline and large blobs): after
+/// each kill `verify` passes, and a last run converges on every name.
+fn crash_loop(kills: usize) {
+    let Some(url) = workspace() else { return };
+    let names = 400;
+    let src = tree(names, "crash");
+    let mut rng = Rng::new(seed(11));
+    for _ in 0..kills {
+        let mut child = spawn(src.path(), &url, &["ingest", "d", "--write-mode", "overwrite"]);
+        std::thread::sleep(std::time::Duration::from_millis(rng.range(20, 400)));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_sound(&url);
+    }
+    let out = run(src.path(), &url, &["ingest", "d", "--write-mode", "overwrite"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ws = open(&url);
+    let mut n = 0;
+    ws.list(None, |e| {
+        let body = std::fs::read(src.path().join("d").join(&e.name)).unwrap();
+        assert_eq!(e.hash, intake::Hash::of(&body), "{}", e.name);
+        n += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(n, names);
+    let s = ws.sessions().unwrap();
+    let last = s.last().unwrap();
+    assert_eq!(last.ingestion.failed_files, 0);
+    assert_eq!(
+        last.ingestion.finished_files, names as u64,
+        "every file is accounted for in the last run"
+    );
+    assert_sound(&url);
+}
+
+#[test]
+fn killed_ingests_leave_a_sound_workspace_that_converges() {
+    crash_loop(3);
+}
+
+#[test]
+#[ignore = "long: 200 kills"]
+fn killed_ingests_long() {
+    crash_loop(200);
+}
+
+/// The library opens a PostgreSQL workspace by its address alone, as the
+/// commands do; one never made is `NotAWorkspace`, and a password in the
+/// address is refused without being echoed.
+#[test]
+fn the_library_opens_by_address() {
+    let Some(url) = workspace() else { return };
+    let ws = open(&url);
+    assert_eq!(ws.dir(), None);
+    assert!(ws.label().starts_with("postgresql://"), "{}", ws.label());
+    let (pg, _) = addresses(false).unwrap();
+    let missing = format!("{pg}?schema={}", fresh_schema());
+    assert!(matches!(
+        Workspace::open(missing.as_str()),
+        Err(intake::Error::NotAWorkspace(_))
+    ));
+    let secret = pg.replacen("postgres@", "postgres:hunter2@", 1);
+    let e = Workspace::open(secret.as_str()).unwrap_err().to_string();
+    assert!(e.contains("PGPASSWORD") && !e.contains("hunter2"), "{e}");
+}
