@@ -74,6 +74,9 @@ pub struct WorkspaceBuilder {
     group_access: bool,
 }
 
+/// A workspace's label, index and blob store.
+type Backends = (String, Arc<dyn Index>, Arc<dyn BlobStore>);
+
 /// The PostgreSQL address `dir` spells, if it is one
 /// (`postgresql://…` or `postgres://…`) rather than a folder.
 pub fn postgres_address(dir: &Path) -> Option<&str> {
@@ -223,11 +226,7 @@ impl WorkspaceBuilder {
 
     /// The index and blob store of the PostgreSQL workspace at `url`.
     #[cfg(feature = "postgres")]
-    fn open_postgres(
-        &self,
-        url: &str,
-        create: bool,
-    ) -> Result<(String, Arc<dyn Index>, Arc<dyn BlobStore>)> {
+    fn open_postgres(&self, url: &str, create: bool) -> Result<Backends> {
         use crate::store::{PgAddress, PgIndex};
         let addr = PgAddress::parse(url).map_err(|source| Error::Store {
             workspace: crate::store::pg::redact(url),
@@ -269,11 +268,7 @@ impl WorkspaceBuilder {
     }
 
     #[cfg(not(feature = "postgres"))]
-    fn open_postgres(
-        &self,
-        _url: &str,
-        _create: bool,
-    ) -> Result<(String, Arc<dyn Index>, Arc<dyn BlobStore>)> {
+    fn open_postgres(&self, _url: &str, _create: bool) -> Result<Backends> {
         Err(Error::Store {
             workspace: "a PostgreSQL address".into(),
             source: StoreError::not_found(
@@ -290,15 +285,15 @@ impl WorkspaceBuilder {
     }
 
     fn build(mut self, create: bool) -> Result<Workspace> {
-        if self.index.is_none() {
-            if let Some(url) = self.dir.as_deref().and_then(postgres_address) {
-                let url = url.to_owned();
-                let (label, index, blobs) = self.open_postgres(&url, create)?;
-                self.label = label;
-                self.dir = None;
-                self.index = Some(index);
-                self.blobs = self.blobs.or(Some(blobs));
-            }
+        if self.index.is_none()
+            && let Some(url) = self.dir.as_deref().and_then(postgres_address)
+        {
+            let url = url.to_owned();
+            let (label, index, blobs) = self.open_postgres(&url, create)?;
+            self.label = label;
+            self.dir = None;
+            self.index = Some(index);
+            self.blobs = self.blobs.or(Some(blobs));
         }
         let index = match (self.index.clone(), &self.dir) {
             (Some(i), _) => i,

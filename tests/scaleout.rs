@@ -18,7 +18,6 @@ use std::process::{Child, Output};
 use common::procs::{Rng, intake, json_lines, seed};
 use common::servers::{addresses, fresh_schema};
 use intake::Workspace;
-use serde_json::Value;
 
 /// A new workspace in a schema (and bucket prefix) of its own: its address.
 fn workspace() -> Option<String> {
@@ -107,7 +106,9 @@ fn assert_sound(url: &str) {
 
 fn fail_race(names: usize) {
     let Some(url) = workspace() else { return };
-    let trees: Vec<_> = (0..4).map(|p| tree(names, &format!("process {p}"))).collect();
+    let trees: Vec<_> = (0..4)
+        .map(|p| tree(names, &format!("process {p}")))
+        .collect();
     let runs: Vec<(&Path, &str)> = trees.iter().map(|t| (t.path(), "fail")).collect();
     let reports = race(&url, &runs);
     let mut winners: BTreeMap<String, String> = BTreeMap::new();
@@ -116,7 +117,11 @@ fn fail_race(names: usize) {
         match (r.1.as_str(), r.2.as_deref()) {
             ("ingested", None) => {
                 ingested += 1;
-                assert!(winners.insert(r.0.clone(), r.3.clone()).is_none(), "{} won twice", r.0);
+                assert!(
+                    winners.insert(r.0.clone(), r.3.clone()).is_none(),
+                    "{} won twice",
+                    r.0
+                );
             }
             ("failed", Some("conflict")) => conflicts += 1,
             other => panic!("{}: unexpected {other:?}", r.0),
@@ -179,7 +184,9 @@ fn chains(ws: &Workspace) -> BTreeMap<String, Vec<String>> {
 fn overwrite_race_across_processes_is_serial() {
     let Some(url) = workspace() else { return };
     let names = 300;
-    let trees: Vec<_> = (0..4).map(|p| tree(names, &format!("writer {p}"))).collect();
+    let trees: Vec<_> = (0..4)
+        .map(|p| tree(names, &format!("writer {p}")))
+        .collect();
     let runs: Vec<(&Path, &str)> = trees.iter().map(|t| (t.path(), "overwrite")).collect();
     let reports = race(&url, &runs);
     let chains = chains(&open(&url));
@@ -210,7 +217,11 @@ fn keep_against_overwrite_across_processes() {
     let names = 300;
     let trees: Vec<_> = (0..4).map(|p| tree(names, &format!("mixed {p}"))).collect();
     let modes = ["keep", "overwrite", "keep", "overwrite"];
-    let runs: Vec<(&Path, &str)> = trees.iter().zip(modes).map(|(t, m)| (t.path(), m)).collect();
+    let runs: Vec<(&Path, &str)> = trees
+        .iter()
+        .zip(modes)
+        .map(|(t, m)| (t.path(), m))
+        .collect();
     let reports = race(&url, &runs);
     let chains = chains(&open(&url));
     assert_eq!(chains.len(), names);
@@ -249,13 +260,21 @@ fn crash_loop(kills: usize) {
     let src = tree(names, "crash");
     let mut rng = Rng::new(seed(11));
     for _ in 0..kills {
-        let mut child = spawn(src.path(), &url, &["ingest", "d", "--write-mode", "overwrite"]);
+        let mut child = spawn(
+            src.path(),
+            &url,
+            &["ingest", "d", "--write-mode", "overwrite"],
+        );
         std::thread::sleep(std::time::Duration::from_millis(rng.range(20, 400)));
         let _ = child.kill();
         let _ = child.wait();
         assert_sound(&url);
     }
-    let out = run(src.path(), &url, &["ingest", "d", "--write-mode", "overwrite"]);
+    let out = run(
+        src.path(),
+        &url,
+        &["ingest", "d", "--write-mode", "overwrite"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let ws = open(&url);
     let mut n = 0;

@@ -79,10 +79,14 @@ fn init(cli: &Cli, group: bool, blobs: Option<&str>) -> Result<Exit> {
         }
     };
     match (remote, blobs) {
-        (false, Some(_)) => bail!("--blobs is for a PostgreSQL workspace (--workspace postgresql://…)"),
+        (false, Some(_)) => {
+            bail!("--blobs is for a PostgreSQL workspace (--workspace postgresql://…)")
+        }
         (true, None) => {
             if let Err(intake::Error::NotAWorkspace(_)) = Workspace::open(&dir) {
-                bail!("a new PostgreSQL workspace needs --blobs s3://BUCKET/PREFIX (or a folder every machine reaches)");
+                bail!(
+                    "a new PostgreSQL workspace needs --blobs s3://BUCKET/PREFIX (or a folder every machine reaches)"
+                );
             }
         }
         _ => {}

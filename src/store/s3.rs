@@ -291,7 +291,12 @@ impl BlobWriter for S3Writer {
                     })?
                     .size
             }
-            None => return Err(StoreError::bare(StoreErrorKind::Io, "the upload has failed")),
+            None => {
+                return Err(StoreError::bare(
+                    StoreErrorKind::Io,
+                    "the upload has failed",
+                ));
+            }
         };
         self.finished = true;
         // The lease becomes the catalogue row, unless the hash has an
@@ -317,7 +322,9 @@ impl BlobWriter for S3Writer {
                 if n != 1 {
                     return Err(StoreError::bare(
                         StoreErrorKind::Io,
-                        format!("uploading {key}: it outlasted its lease, and gc took it; run again"),
+                        format!(
+                            "uploading {key}: it outlasted its lease, and gc took it; run again"
+                        ),
                     ));
                 }
             }

@@ -53,7 +53,13 @@ pub(crate) fn redact(url: &str) -> String {
     let query: Vec<&str> = query
         .split('&')
         .filter(|p| !p.is_empty())
-        .map(|p| if p.starts_with("password=") { "password=***" } else { p })
+        .map(|p| {
+            if p.starts_with("password=") {
+                "password=***"
+            } else {
+                p
+            }
+        })
         .collect();
     if query.is_empty() {
         base
@@ -157,7 +163,12 @@ fn password(config: &tokio_postgres::Config) -> Option<String> {
         Some(Host::Tcp(h)) => h.clone(),
         Some(Host::Unix(_)) | None => "localhost".to_owned(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
     let want = [
         host.as_str(),
         port.as_str(),
@@ -212,7 +223,10 @@ mod tests {
             a.config.get_connect_timeout(),
             Some(&std::time::Duration::from_secs(5))
         );
-        assert_eq!(a.label, "postgresql://bob@db.example:6543/files?schema=team_a");
+        assert_eq!(
+            a.label,
+            "postgresql://bob@db.example:6543/files?schema=team_a"
+        );
 
         let d = PgAddress::parse("postgres://bob@localhost").unwrap();
         assert_eq!(d.schema, DEFAULT_SCHEMA);
@@ -240,8 +254,14 @@ mod tests {
     #[test]
     fn password_file_lines() {
         let want = ["h", "5432", "db", "bob"];
-        assert_eq!(pgpass_match("h:5432:db:bob:pw", &want).as_deref(), Some("pw"));
-        assert_eq!(pgpass_match("*:*:*:bob:p\\:w", &want).as_deref(), Some("p:w"));
+        assert_eq!(
+            pgpass_match("h:5432:db:bob:pw", &want).as_deref(),
+            Some("pw")
+        );
+        assert_eq!(
+            pgpass_match("*:*:*:bob:p\\:w", &want).as_deref(),
+            Some("p:w")
+        );
         assert_eq!(pgpass_match("h:5432:db:eve:pw", &want), None);
         assert_eq!(pgpass_match("#h:5432:db:bob:pw", &want), None);
         assert_eq!(pgpass_match("h:5432:db", &want), None);

@@ -131,7 +131,10 @@ fn outcome_row(row: &Row) -> Result<OutcomeRecord, StoreError> {
 }
 
 pub(super) fn split_path(path: &Path) -> (&[u8], &[u8]) {
-    let dir = path.parent().map(|p| p.as_os_str()).unwrap_or(OsStr::new(""));
+    let dir = path
+        .parent()
+        .map(|p| p.as_os_str())
+        .unwrap_or(OsStr::new(""));
     let file = path.file_name().unwrap_or(OsStr::new(""));
     (dir.as_bytes(), file.as_bytes())
 }
@@ -140,11 +143,7 @@ impl PgIndex {
     /// Opens the workspace index at `addr` (with `create`: creating its
     /// schema if needed). `blobs`: the blob store's location to record at
     /// creation, or to check against the recorded one.
-    pub fn open(
-        addr: PgAddress,
-        create: bool,
-        blobs: Option<&str>,
-    ) -> Result<PgIndex, StoreError> {
+    pub fn open(addr: PgAddress, create: bool, blobs: Option<&str>) -> Result<PgIndex, StoreError> {
         let pg = Pg::new(addr)?;
         let blobs_at = pg.run(prepare(&pg, create, blobs))?;
         let catalogued = blobs_at.as_deref().is_some_and(|b| b.starts_with("s3://"));
@@ -279,7 +278,9 @@ impl Index for PgIndex {
 
     fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
         let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE id = $1");
-        Ok(self.rows("reading a session", &sql, &[&id], session_row)?.pop())
+        Ok(self
+            .rows("reading a session", &sql, &[&id], session_row)?
+            .pop())
     }
 
     fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
@@ -554,13 +555,12 @@ impl Index for PgIndex {
                     .execute("DELETE FROM history WHERE replaced_at < $1", &[&cutoff])
                     .await
                     .map_err(db_err(what))?
-                    + tx
-                        .execute(
-                            "DELETE FROM entries WHERE deleted AND ingested_at < $1",
-                            &[&cutoff],
-                        )
-                        .await
-                        .map_err(db_err(what))?;
+                    + tx.execute(
+                        "DELETE FROM entries WHERE deleted AND ingested_at < $1",
+                        &[&cutoff],
+                    )
+                    .await
+                    .map_err(db_err(what))?;
                 tx.execute(
                     "INSERT INTO settings (key, value) VALUES ('gc_horizon', $1::bigint::text)
                      ON CONFLICT (key) DO UPDATE

@@ -29,6 +29,7 @@ use tokio_postgres::error::SqlState;
 pub(crate) use address::redact;
 pub use address::{DEFAULT_POOL_MAX, DEFAULT_SCHEMA, PgAddress};
 pub use index::PgIndex;
+#[cfg(feature = "s3")]
 pub(crate) use index::col;
 
 use super::{StoreError, StoreErrorKind};
@@ -78,7 +79,11 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
     use deadpool_postgres::PoolError;
     match e {
         PoolError::Backend(e) => db_err("connecting")(e),
-        e => StoreError::new(StoreErrorKind::Unavailable, "index database connecting", e.to_string()),
+        e => StoreError::new(
+            StoreErrorKind::Unavailable,
+            "index database connecting",
+            e.to_string(),
+        ),
     }
 }
 
@@ -169,6 +174,7 @@ impl Pg {
     }
 
     /// The runtime, for a blob store that shares it.
+    #[cfg(feature = "s3")]
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
         &self.handle
     }

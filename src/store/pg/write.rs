@@ -9,8 +9,8 @@ use deadpool_postgres::Object;
 use futures_util::future::try_join_all;
 use tokio_postgres::types::ToSql;
 
-use super::index::{ENTRY_COLS, PgIndex, entry_row, in_order, split_path};
 use super::db_err;
+use super::index::{ENTRY_COLS, PgIndex, entry_row, in_order, split_path};
 use crate::hash::Hash;
 use crate::outcome::Reason;
 use crate::store::sqlite::micros;
@@ -91,8 +91,14 @@ impl WriteTxn for PgTxn<'_> {
             let sql = format!(
                 "SELECT {ENTRY_COLS} FROM entries WHERE name = ANY($1) ORDER BY name FOR UPDATE"
             );
-            let st = c.prepare_cached(&sql).await.map_err(db_err("locking names"))?;
-            let rows = c.query(&st, &[&names]).await.map_err(db_err("locking names"))?;
+            let st = c
+                .prepare_cached(&sql)
+                .await
+                .map_err(db_err("locking names"))?;
+            let rows = c
+                .query(&st, &[&names])
+                .await
+                .map_err(db_err("locking names"))?;
             rows.iter().map(entry_row).collect::<Result<Vec<_>, _>>()
         })?;
         Ok(in_order(names, found))
@@ -168,7 +174,10 @@ impl WriteTxn for PgTxn<'_> {
         let h_size: Vec<i64> = replaced.iter().map(|(o, _)| o.size as i64).collect();
         let h_meta: Vec<Option<&str>> = replaced.iter().map(|(o, _)| o.meta.as_deref()).collect();
         let h_session: Vec<uuid::Uuid> = replaced.iter().map(|(o, _)| o.session_id).collect();
-        let h_at: Vec<i64> = replaced.iter().map(|(o, _)| micros(o.ingested_at)).collect();
+        let h_at: Vec<i64> = replaced
+            .iter()
+            .map(|(o, _)| micros(o.ingested_at))
+            .collect();
         let h_replaced: Vec<i64> = replaced.iter().map(|(_, t)| *t).collect();
         let h_deleted: Vec<bool> = replaced.iter().map(|(o, _)| o.deleted).collect();
         if !replaced.is_empty() {
@@ -252,7 +261,9 @@ impl WriteTxn for PgTxn<'_> {
                       ON CONFLICT (dir, file) DO UPDATE SET size = excluded.size,
                         mtime_ns = excluded.mtime_ns, name = excluded.name,
                         hash = excluded.hash, meta = excluded.meta",
-                params: vec![&s_dir, &s_file, &s_size, &s_mtime, &s_name, &s_hash, &s_meta],
+                params: vec![
+                    &s_dir, &s_file, &s_size, &s_mtime, &s_name, &s_hash, &s_meta,
+                ],
                 expect: None,
                 what: "recording sources",
             });
@@ -270,7 +281,10 @@ impl WriteTxn for PgTxn<'_> {
         let o_message: Vec<Option<String>> =
             o.iter().map(|r| r.message.as_deref().map(no_nul)).collect();
         let o_size: Vec<Option<i64>> = o.iter().map(|r| r.size.map(|s| s as i64)).collect();
-        let o_hash: Vec<Option<&[u8]>> = o.iter().map(|r| r.hash.as_ref().map(|h| &h.0[..])).collect();
+        let o_hash: Vec<Option<&[u8]>> = o
+            .iter()
+            .map(|r| r.hash.as_ref().map(|h| &h.0[..]))
+            .collect();
         if !o.is_empty() {
             batch.push(Statement {
                 sql: "INSERT INTO file_outcomes (session_id, name, source, outcome, reason, message, size, hash)
@@ -292,7 +306,13 @@ impl WriteTxn for PgTxn<'_> {
             .iter()
             .map(|(id, d)| {
                 let n = [
-                    d.ingested, d.overwritten, d.unchanged, d.kept, d.failed, d.bytes, d.deleted,
+                    d.ingested,
+                    d.overwritten,
+                    d.unchanged,
+                    d.kept,
+                    d.failed,
+                    d.bytes,
+                    d.deleted,
                 ];
                 (*id, n.map(|x| x as i64))
             })
@@ -374,7 +394,16 @@ struct EntryCols<'e>(
 
 impl<'e> EntryCols<'e> {
     fn of(entries: impl Iterator<Item = &'e Entry>) -> EntryCols<'e> {
-        let mut c = EntryCols(vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut c = EntryCols(
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+        );
         for e in entries {
             c.0.push(&e.name);
             c.1.push(&e.hash.0[..]);
