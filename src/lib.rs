@@ -40,6 +40,7 @@
 
 mod change;
 pub mod clock;
+pub mod copy;
 pub mod decide;
 pub mod duration;
 mod engine;

@@ -504,6 +504,10 @@ impl Workspace {
         self.engine.err(source)
     }
 
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     fn index(&self) -> &dyn Index {
         &*self.engine.index
     }

@@ -68,6 +68,18 @@ pub enum Command {
     Export(ExportArgs),
     /// Re-hash every blob and check every reference; exit 1 on any defect.
     Verify,
+    /// Copy a whole workspace (names, history, sessions, blobs) into
+    /// another, for example from a folder into PostgreSQL + S3; a second
+    /// run finishes an interrupted copy. The target is verified at the end.
+    Copy {
+        /// The workspace to copy (a folder or a postgresql:// address).
+        #[arg(long, value_name = "WORKSPACE")]
+        from: PathBuf,
+        /// The target: a folder (created if missing), or a PostgreSQL
+        /// workspace made with `intake init --blobs`.
+        #[arg(long, value_name = "WORKSPACE")]
+        to: PathBuf,
+    },
     /// Remove old versions and unreferenced blobs past their retention.
     Gc {
         /// Keep replaced versions and unreferenced blobs younger than this.

@@ -31,6 +31,7 @@ pub fn dispatch(cli: &Cli) -> Result<Exit> {
         Command::Export(a) => export(cli, a),
         Command::Verify => verify(cli),
         Command::Gc { retention, grace } => gc(cli, retention, grace),
+        Command::Copy { from, to } => copy(cli, from, to),
         Command::Serve(a) => super::serve_cmd::serve(cli, a),
         Command::Keys(c) => super::serve_cmd::keys(cli, c),
         Command::Completions { shell } => {
@@ -656,6 +657,53 @@ fn verify(cli: &Cli) -> Result<Exit> {
     } else {
         Exit::Failed
     })
+}
+
+fn copy(cli: &Cli, from: &std::path::Path, to: &std::path::Path) -> Result<Exit> {
+    let source = Workspace::open(from)?;
+    let target = if intake::workspace::postgres_address(to).is_some() {
+        Workspace::open(to)?
+    } else {
+        Workspace::create(to)?
+    };
+    let started = std::time::Instant::now();
+    let mut last = std::time::Instant::now();
+    let r = intake::copy::copy(&source, &target, &mut |r| {
+        if !cli.quiet && !cli.json && last.elapsed() >= std::time::Duration::from_secs(2) {
+            last = std::time::Instant::now();
+            eprintln!(
+                "copying: {} names, {} versions, {} blobs so far",
+                r.names, r.versions, r.blobs
+            );
+        }
+    })?;
+    let sound = r.verify.is_sound();
+    if cli.json {
+        println_locked(
+            &json!({
+                "type": "copy", "sessions": r.sessions, "names": r.names,
+                "versions": r.versions, "blobs": r.blobs, "bytes": r.bytes,
+                "outcomes": r.outcomes, "verified_blobs": r.verify.blobs,
+                "defects": r.verify.defects.len(), "sound": sound,
+                "elapsed_ms": started.elapsed().as_millis() as u64,
+            })
+            .to_string(),
+        );
+    } else if !cli.quiet {
+        println_locked(&format!(
+            "copied {} sessions, {} versions of {} names, {} blobs ({} bytes), {} outcomes into {}; verified {} blobs: {} defects",
+            r.sessions,
+            r.versions,
+            r.names,
+            r.blobs,
+            r.bytes,
+            r.outcomes,
+            target.label(),
+            r.verify.blobs,
+            r.verify.defects.len() + r.verify.index_problems.len()
+        ));
+    }
+    Ok(if sound { Exit::Ok } else { Exit::Failed })
 }
 
 fn gc(cli: &Cli, retention: &str, grace: &str) -> Result<Exit> {

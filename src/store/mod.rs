@@ -305,6 +305,10 @@ pub trait Index: Send + Sync {
         prefix: Option<&str>,
         visit: &mut dyn FnMut(Entry) -> bool,
     ) -> Result<(), StoreError>;
+    /// Up to `limit` names after `after`, in name order: every name that
+    /// has a current version, a deletion included (a copy of the whole
+    /// workspace walks them).
+    fn names(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Like [`Index::list`], but the versions that were current at the
     /// instant `at` (written at or before it, replaced after it), leaving
     /// out names that were deleted or not there yet. Only as complete as

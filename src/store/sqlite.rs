@@ -627,6 +627,16 @@ impl Index for SqliteIndex {
         })
     }
 
+    fn names(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.read("listing names", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT name FROM entries WHERE name > ?1 ORDER BY name LIMIT ?2",
+            )?;
+            st.query_map(params![after, limit as i64], |r| r.get(0))?
+                .collect()
+        })
+    }
+
     fn list_at(
         &self,
         prefix: Option<&str>,

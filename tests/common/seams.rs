@@ -190,6 +190,9 @@ impl<H: IndexHooks> Index for HookedIndex<H> {
     ) -> Result<(), StoreError> {
         self.inner.list(prefix, visit)
     }
+    fn names(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.inner.names(after, limit)
+    }
     fn list_at(
         &self,
         prefix: Option<&str>,

@@ -384,6 +384,15 @@ impl Index for PgIndex {
         )
     }
 
+    fn names(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.rows(
+            "listing names",
+            "SELECT name FROM entries WHERE name > $1 ORDER BY name LIMIT $2",
+            &[&after, &(limit as i64)],
+            |r| col(r, 0),
+        )
+    }
+
     fn list_at(
         &self,
         prefix: Option<&str>,
