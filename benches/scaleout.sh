@@ -51,10 +51,8 @@ make_tree "$WORK/t1" "$N" 4 100
 make_tree "$WORK/t2" "$N" 4 100
 make_tree "$WORK/big" 8 65536 8
 
-schema=0
-fresh_pg() { # prints a new workspace's address, initialised
-  schema=$((schema + 1))
-  local name="bench_$$_$schema"
+fresh_pg() { # prints a new workspace's address, initialised (runs in a subshell)
+  local name="bench_$$_$(date +%s%N)"
   local url="$INTAKE_TEST_PG?schema=$name"
   "$INTAKE" --quiet --workspace "$url" init --blobs "$INTAKE_TEST_S3/$name"
   echo "$url"
@@ -63,7 +61,7 @@ fresh_pg() { # prints a new workspace's address, initialised
 secs() { # run the command, print its wall time in seconds
   local t0 t1
   t0=$(date +%s.%N)
-  "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; return 1; }
+  "$@" >"$WORK/last.log" 2>&1 || { echo "failed: $*" >&2; cat "$WORK/last.log" >&2; return 1; }
   t1=$(date +%s.%N)
   python3 -c "print(f'{$t1 - $t0:.3f}')"
 }

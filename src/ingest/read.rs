@@ -142,8 +142,11 @@ impl Reader<'_> {
         let size = before.len();
         let mtime = mtime_ns(&before);
         // Whether the content may be needed: if not even when the name
-        // exists, whether it exists now.
+        // exists, whether it exists now. Of a remote index, a file small
+        // enough to be kept inline is read whole instead: that costs less
+        // than a round trip.
         let need_blob = needs_content(self.mode, true)
+            || (size <= self.engine.inline_threshold && self.engine.index.is_remote())
             || match self.engine.index.current(name.as_str()) {
                 Ok(e) => needs_content(self.mode, e.is_some_and(|e| !e.deleted)),
                 Err(e) => return store_failed(e),

@@ -263,6 +263,12 @@ impl<I: Index + ?Sized> ReadTxn for EachAlone<'_, I> {
 /// `Conflict` redoes the batch, `Unavailable` retries with backoff, the
 /// rest fail the files concerned with `store_error`.
 pub trait Index: Send + Sync {
+    /// Whether each call costs a network round trip (a server's index):
+    /// the engine then avoids lookups of one name where it can. Default:
+    /// `false`.
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// Stores a new session; `reverts`: the session it reverts, if it is
     /// a revert.
     fn create_session(&self, session: &Session, reverts: Option<Uuid>) -> Result<(), StoreError>;

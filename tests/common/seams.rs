@@ -190,6 +190,9 @@ impl<H: IndexHooks> Index for HookedIndex<H> {
     ) -> Result<(), StoreError> {
         self.inner.list(prefix, visit)
     }
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
     fn names(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         self.inner.names(after, limit)
     }

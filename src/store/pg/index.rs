@@ -257,6 +257,10 @@ pub(super) fn in_order(names: &[&str], found: Vec<Entry>) -> Vec<Option<Entry>> 
 }
 
 impl Index for PgIndex {
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn create_session(&self, s: &Session, reverts: Option<Uuid>) -> Result<(), StoreError> {
         let by = serde_json::to_string(&s.created_by)
             .map_err(|e| StoreError::new(StoreErrorKind::Corrupt, "serializing the creator", e))?;

@@ -39,6 +39,12 @@ const MIGRATIONS: &[&str] = &["
         data       bytea,
         created_at bigint NOT NULL
     );
+    -- Not compressed: most files are compressed already, and trying costs
+    -- more than it saves.
+    ALTER TABLE blobs ALTER COLUMN data SET STORAGE EXTERNAL;
+    -- Rows up to a page stay in it: a 4 KiB file costs one heap row, not
+    -- two TOAST chunks and their index entries.
+    ALTER TABLE blobs SET (toast_tuple_target = 8160);
     CREATE TABLE entries (
         name        text COLLATE \"C\" PRIMARY KEY,
         hash        bytea NOT NULL REFERENCES blobs (hash),
