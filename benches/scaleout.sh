@@ -8,8 +8,9 @@
 #   S2  the same from two processes at once, each on a tree of its own
 #       (N files each) into one PostgreSQL + S3 workspace:
 #       total files/s / S1's files/s                      target >= 1.3
-#   S3  first ingest of 8 x 64 MiB files: MiB/s into PostgreSQL + S3, with
-#       the local workspace beside it for context
+#   S3  first ingest of 8 x 64 MiB files into PostgreSQL + S3: throughput
+#       / that of object_store's own multipart upload of the same files to
+#       the same server (benches/s3_raw.rs)               target >= 0.8
 #
 # Usage: benches/scaleout.sh            (N=20000 RUNS=3)
 #        N=2000 RUNS=1 benches/scaleout.sh
@@ -73,7 +74,10 @@ both() { # two ingests at once into one workspace
   wait "$a" && wait "$b"
 }
 
-declare -a LOCAL ONE TWO BIGL BIGR
+cargo bench -q --bench s3_raw --no-run --locked 2>/dev/null
+raw() { cargo bench -q --bench s3_raw --locked -- "$WORK/big/f00000" 2>/dev/null | awk '/ s for /{print $1}'; }
+
+declare -a LOCAL ONE TWO BIGL BIGR RAW
 for r in $(seq "$RUNS"); do
   rm -rf "$WORK/ws"
   LOCAL+=("$(secs "$INTAKE" --quiet --workspace "$WORK/ws" ingest "$WORK/t1")")
@@ -82,17 +86,18 @@ for r in $(seq "$RUNS"); do
   rm -rf "$WORK/wsb"
   BIGL+=("$(secs "$INTAKE" --quiet --workspace "$WORK/wsb" ingest "$WORK/big")")
   BIGR+=("$(secs "$INTAKE" --quiet --workspace "$(fresh_pg)" ingest "$WORK/big")")
-  echo "run $r: local ${LOCAL[-1]} s, pg+s3 ${ONE[-1]} s, two processes ${TWO[-1]} s; 512 MiB local ${BIGL[-1]} s, pg+s3 ${BIGR[-1]} s"
+  RAW+=("$(raw)")
+  echo "run $r: local ${LOCAL[-1]} s, pg+s3 ${ONE[-1]} s, two processes ${TWO[-1]} s; 512 MiB local ${BIGL[-1]} s, pg+s3 ${BIGR[-1]} s, object_store alone ${RAW[-1]} s"
 done
 rm -rf "$WORK/ws" "$WORK/wsb"
 
-python3 - "$N" "${LOCAL[*]}" "${ONE[*]}" "${TWO[*]}" "${BIGL[*]}" "${BIGR[*]}" <<'PY'
+python3 - "$N" "${LOCAL[*]}" "${ONE[*]}" "${TWO[*]}" "${BIGL[*]}" "${BIGR[*]}" "${RAW[*]}" <<'PY'
 import statistics, sys
 n = int(sys.argv[1])
-local, one, two, bigl, bigr = (statistics.median(map(float, a.split())) for a in sys.argv[2:7])
+local, one, two, bigl, bigr, raw = (statistics.median(map(float, a.split())) for a in sys.argv[2:8])
 fl, f1, f2 = n / local, n / one, 2 * n / two
 def verdict(ok): return "PASS" if ok else "MISS"
 print(f"S1 local {fl:,.0f} files/s; PostgreSQL + S3, one process {f1:,.0f} files/s: ratio {f1 / fl:.2f} (target >= 0.3) {verdict(f1 / fl >= 0.3)}")
 print(f"S2 two processes {f2:,.0f} files/s: {f2 / f1:.2f}x one process (target >= 1.3) {verdict(f2 / f1 >= 1.3)}")
-print(f"S3 8 x 64 MiB: local {512 / bigl:,.0f} MiB/s, PostgreSQL + S3 {512 / bigr:,.0f} MiB/s ({bigr / bigl:.2f}x the local time)")
+print(f"S3 8 x 64 MiB into PostgreSQL + S3 {512 / bigr:,.0f} MiB/s, object_store alone {512 / raw:,.0f} MiB/s: ratio {raw / bigr:.2f} (target >= 0.8) {verdict(raw / bigr >= 0.8)}; a local workspace {512 / bigl:,.0f} MiB/s")
 PY
