@@ -560,3 +560,124 @@ fn copy_round_trip_and_resume() {
         (Some(0), Some(0), Some(0))
     );
 }
+
+/// The host:port of a `postgresql://` or `http://` address.
+fn host_port(url: &str) -> std::net::SocketAddr {
+    let rest = url.split_once("://").unwrap().1;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hp = rest.split(['/', '?']).next().unwrap();
+    hp.parse().unwrap()
+}
+
+/// An ingest through a proxy that cuts PostgreSQL (or the S3 server) off
+/// after 300 reports, for `outage`: every file is reported once, ingested
+/// or `failed (store_error)`; the workspace holds exactly the ingested
+/// ones; a re-run with the server back ingests the rest.
+fn outage(s3: bool, outage: std::time::Duration) -> (usize, usize) {
+    use std::io::BufRead;
+    let Some(url) = workspace() else {
+        return (0, 0);
+    };
+    let names = 2000;
+    let src = tree(names, "outage");
+    let proxied = |proxy: &common::proxy::Proxy| -> (String, Option<String>) {
+        if s3 {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+            assert_eq!(host_port(&endpoint), host_port(&endpoint));
+            (url.clone(), Some(format!("http://{}", proxy.addr())))
+        } else {
+            let real = host_port(&url);
+            (
+                url.replace(&real.to_string(), &proxy.addr().to_string()),
+                None,
+            )
+        }
+    };
+    let target = if s3 {
+        host_port(&std::env::var("AWS_ENDPOINT_URL").unwrap())
+    } else {
+        host_port(&url)
+    };
+    let proxy = common::proxy::Proxy::start(target);
+    let (via, endpoint) = proxied(&proxy);
+    let mut cmd = intake(src.path(), Path::new(&via), &["--json", "ingest", "d"]);
+    if let Some(e) = endpoint {
+        cmd.env("AWS_ENDPOINT_URL", e);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let err = common::procs::read_to_end(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        lines.push(line.unwrap());
+        if lines.len() == 300 {
+            proxy.cut();
+            std::thread::sleep(outage);
+            proxy.restore();
+        }
+    }
+    let status = child.wait().unwrap();
+    let err = err.join().unwrap();
+    assert!(matches!(status.code(), Some(0 | 1)), "{status:?}: {err}");
+    let mut ingested = BTreeSet::new();
+    let mut failed = BTreeSet::new();
+    for v in json_lines(lines.iter().map(String::as_str), &err) {
+        if v["type"] != "file" {
+            continue;
+        }
+        let name = v["name"].as_str().unwrap().to_owned();
+        match (v["outcome"].as_str(), v["reason"].as_str()) {
+            (Some("ingested"), None) => assert!(ingested.insert(name)),
+            (Some("failed"), Some("store_error")) => {
+                if failed.is_empty() {
+                    eprintln!("first failure: {}", v["message"]);
+                }
+                assert!(failed.insert(name));
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        ingested.len() + failed.len(),
+        names,
+        "every file reported once"
+    );
+    assert_eq!(status.code(), Some(if failed.is_empty() { 0 } else { 1 }));
+    let mut held = BTreeSet::new();
+    open(&url)
+        .list(None, |e| {
+            held.insert(e.name);
+            true
+        })
+        .unwrap();
+    assert_eq!(
+        held, ingested,
+        "the workspace holds what was reported ingested"
+    );
+    assert_sound(&url);
+    // The server is back: a re-run ingests the rest, and only the rest.
+    let out = run(src.path(), &url, &["--json", "ingest", "d"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut again = BTreeSet::new();
+    for v in json_lines(text.lines(), &stderr(&out)) {
+        if v["type"] == "file" && v["outcome"] == "ingested" {
+            again.insert(v["name"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(again, failed, "the re-run ingests exactly what failed");
+    assert_sound(&url);
+    (ingested.len(), failed.len())
+}
+
+#[test]
+fn postgres_going_away_mid_ingest_fails_cleanly_and_recovers() {
+    let (ok, failed) = outage(false, std::time::Duration::from_secs(8));
+    eprintln!("PostgreSQL away for 8 s: {ok} ingested, {failed} failed (store_error)");
+}
+
+#[test]
+fn s3_going_away_mid_ingest_fails_cleanly_and_recovers() {
+    let (ok, failed) = outage(true, std::time::Duration::from_secs(8));
+    eprintln!("S3 away for 8 s: {ok} ingested, {failed} failed (store_error)");
+}

@@ -20,6 +20,7 @@
 
 pub mod dir;
 pub mod procs;
+pub mod proxy;
 pub mod seams;
 pub mod serve;
 pub mod servers;
