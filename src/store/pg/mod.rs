@@ -3,7 +3,7 @@
 //!
 //! The pipeline is made of threads, and the client is async: the backend
 //! owns a small multi-thread tokio runtime, and every call blocks the
-//! calling thread on it ([`Pg::run`]). A batch costs a handful of
+//! calling thread on it. A batch costs a handful of
 //! statements, sent pipelined: arrays through `unnest`, never one
 //! statement per file.
 //!
