@@ -690,6 +690,16 @@ fn s3_going_away_mid_ingest_fails_cleanly_and_recovers() {
 /// `store_error`; a version never points at a missing object.
 #[test]
 fn gc_racing_ingests_never_loses_a_referenced_blob() {
+    gc_race(10);
+}
+
+#[test]
+#[ignore = "long: 100 rounds"]
+fn gc_racing_ingests_long() {
+    gc_race(100);
+}
+
+fn gc_race(rounds: usize) {
     let Some(url) = workspace() else { return };
     let src = tempfile::tempdir().unwrap();
     std::fs::create_dir(src.path().join("d")).unwrap();
@@ -716,7 +726,7 @@ fn gc_racing_ingests_never_loses_a_referenced_blob() {
     };
     let ws = open(&url);
     let (mut ingested, mut failed) = (0, 0);
-    for round in 0..10 {
+    for round in 0..rounds {
         let mut present = Vec::new();
         let out = run(
             src.path(),

@@ -13,12 +13,14 @@
 //!    or, if the hash has an object already, keeps that one and the new
 //!    upload is removed.
 //!
-//! `gc` removes an object only through its catalogue row, when the row was
-//! last renewed longer ago than the grace, on PostgreSQL's clock: renewing
-//! (a reuse, a finish, and every batch that refers to the blob) and
-//! removing lock the same row, so one waits for the other and the removal
-//! then sees the renewal. A crashed upload's object is removed with its
-//! lease once the lease is older than the grace.
+//! `gc` removes an object only through its catalogue row: only while no
+//! blob row of the index refers to the hash, and only when the row was last
+//! renewed longer ago than the grace, on PostgreSQL's clock. Renewing (a
+//! reuse, a finish, and every batch that refers to the blob, in its own
+//! transaction) and removing lock the same row, so one waits for the other,
+//! and a removal that waited then sees the batch's blob row and keeps the
+//! object. A crashed upload's object is removed with its lease once the
+//! lease is older than the grace.
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -443,16 +445,48 @@ impl BlobStore for S3BlobStore {
         None
     }
 
+    /// In one transaction: lock the catalogue row (waiting for a batch
+    /// that is renewing it), then, in a new statement that sees what that
+    /// batch committed, remove the row only if no blob row refers to the
+    /// hash and the row was last renewed before the grace. The object goes
+    /// after the commit; its key is never reused.
     fn remove(&self, hash: &Hash, cutoff: SystemTime) -> Result<bool, StoreError> {
-        let rows = self.0.query(
-            "removing a blob's object",
-            "DELETE FROM objects WHERE hash = $1
-               AND touched_at < now() - make_interval(secs => $2) RETURNING key",
-            &[&&hash.0[..], &age_secs(cutoff)],
-        )?;
-        match rows.first() {
-            Some(r) => {
-                self.0.delete(&crate::store::pg::col::<String>(r, 0)?)?;
+        let inner = &self.0;
+        let age = age_secs(cutoff);
+        let key: Option<String> = inner.run(async {
+            let what = "removing a blob's object";
+            let mut c = inner.pg.conn().await?;
+            let tx = c.transaction().await.map_err(db_err(what))?;
+            let locked = tx
+                .query_opt(
+                    "SELECT 1 FROM objects WHERE hash = $1 FOR UPDATE",
+                    &[&&hash.0[..]],
+                )
+                .await
+                .map_err(db_err(what))?;
+            if locked.is_none() {
+                return Ok(None);
+            }
+            let gone = tx
+                .query_opt(
+                    "DELETE FROM objects o WHERE hash = $1
+                       AND touched_at < now() - make_interval(secs => $2)
+                       AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.hash = o.hash)
+                     RETURNING key",
+                    &[&&hash.0[..], &age],
+                )
+                .await
+                .map_err(db_err(what))?;
+            let key = match gone {
+                Some(r) => Some(crate::store::pg::col::<String>(&r, 0)?),
+                None => None,
+            };
+            tx.commit().await.map_err(db_err(what))?;
+            Ok(key)
+        })?;
+        match key {
+            Some(key) => {
+                inner.delete(&key)?;
                 Ok(true)
             }
             None => Ok(false),
