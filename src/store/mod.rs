@@ -368,11 +368,14 @@ pub trait Index: Send + Sync {
 /// with [`WriteTxn::lock`] are locked from that call until it commits or
 /// rolls back, so no other transaction writes any of them in between.
 /// Names are locked in sorted order (the engine asks for them sorted), so
-/// two batches never wait on each other in a circle. A backend that cannot
-/// hold such locks (an optimistic one) must instead fail the commit with
-/// [`StoreErrorKind::Conflict`] when another transaction wrote a name this
-/// one looked up; the engine then redoes the batch. The backend conformance
-/// suite (`tests/conformance.rs`) checks both with racing handles.
+/// two batches never wait on each other in a circle. A backend that does
+/// not lock (an optimistic one) must instead fail the write or the commit
+/// with [`StoreErrorKind::Conflict`] when another transaction wrote, since
+/// the lookup, a name this one writes; the engine then redoes the batch. A
+/// decision that writes nothing (`kept`, a FAIL `conflict`, `unchanged`)
+/// then holds at the lookup, which is a valid place for it in that name's
+/// serial order. The backend conformance suite (`tests/conformance.rs`)
+/// checks both with racing handles.
 pub trait WriteTxn {
     /// The current versions of `names` (sorted, without duplicates), in
     /// their order, locking each until the transaction ends: one call per

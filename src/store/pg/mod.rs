@@ -7,11 +7,14 @@
 //! statements, sent pipelined: arrays through `unnest`, never one
 //! statement per file.
 //!
-//! Names are decided atomically across processes by row locks taken in
-//! sorted name order (`SELECT … FOR UPDATE`) under READ COMMITTED; a name
-//! absent when looked up is claimed by its `INSERT`, and a racing insert
-//! of the same name fails with a unique violation, which the engine redoes
-//! as a lost race. Versions refer to their blob rows by foreign key, so no
+//! Names are decided atomically across processes optimistically, under
+//! READ COMMITTED: a batch looks its names up without locking them, and
+//! guards what it writes. A name absent when looked up is claimed by its
+//! `INSERT` (a racing insert of the same name fails with a unique
+//! violation); a version is replaced by `UPDATE … WHERE version = was`
+//! (one that changed fewer rows lost a race). Either fails the batch with
+//! `Conflict`, and the engine redoes it against the new state. Writes are
+//! sorted by name, so two batches never wait on each other in a circle. Versions refer to their blob rows by foreign key, so no
 //! version can ever point at a blob row that a concurrent `gc` removed.
 
 mod address;

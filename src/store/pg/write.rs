@@ -1,6 +1,6 @@
-//! The write transaction on PostgreSQL: one lookup that locks the batch's
-//! names (sorted), then the batch's writes as a handful of array
-//! statements sent pipelined, then the commit.
+//! The write transaction on PostgreSQL: one lookup of the batch's names,
+//! then the batch's writes as a handful of array statements sent
+//! pipelined, each write guarded against a lost race, then the commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
@@ -73,32 +73,45 @@ impl Drop for PgTxn<'_> {
 
 type Param<'p> = &'p (dyn ToSql + Sync);
 
+/// What a guarded statement that changed too few rows means.
+#[derive(Clone, Copy)]
+enum Short {
+    /// A name was written since the lookup: the batch is redone.
+    LostRace,
+    /// A blob's object was removed by gc since the upload: the files fail.
+    ObjectGone,
+}
+
 /// One statement of a batch, with its parameters.
 struct Statement<'p> {
     sql: &'static str,
     params: Vec<Param<'p>>,
-    /// How many rows it must change, if that is known (a guard).
-    expect: Option<u64>,
+    /// How many rows it must change, if that is known (a guard), and what
+    /// it means when it changes fewer.
+    expect: Option<(u64, Short)>,
     what: &'static str,
 }
 
 impl WriteTxn for PgTxn<'_> {
+    /// Optimistic: the lookup locks nothing. What the batch then writes
+    /// is guarded instead: a new name by its insert (a racing insert of it
+    /// makes this one fail), a replaced version by `WHERE version = was`;
+    /// either lost race fails the batch with `Conflict`, and the engine
+    /// redoes it against the new state. A decision that writes nothing
+    /// (`kept`, a FAIL `conflict`, `unchanged`) holds at the lookup, which
+    /// is a valid place for it in the name's serial order.
     fn lock(&mut self, names: &[&str]) -> Result<Vec<Option<Entry>>, StoreError> {
         let c = self.conn()?;
-        // Sorted by the caller; locked in the index's (byte) order, which
-        // is the same order, so two batches never wait in a circle.
         let found = self.index.pg.run(async {
-            let sql = format!(
-                "SELECT {ENTRY_COLS} FROM entries WHERE name = ANY($1) ORDER BY name FOR UPDATE"
-            );
+            let sql = format!("SELECT {ENTRY_COLS} FROM entries WHERE name = ANY($1)");
             let st = c
                 .prepare_cached(&sql)
                 .await
-                .map_err(db_err("locking names"))?;
+                .map_err(db_err("looking up names"))?;
             let rows = c
                 .query(&st, &[&names])
                 .await
-                .map_err(db_err("locking names"))?;
+                .map_err(db_err("looking up names"))?;
             rows.iter().map(entry_row).collect::<Result<Vec<_>, _>>()
         })?;
         Ok(in_order(names, found))
@@ -149,7 +162,7 @@ impl WriteTxn for PgTxn<'_> {
                 sql: "UPDATE objects SET touched_at = now() WHERE hash IN
                         (SELECT hash FROM objects WHERE hash = ANY($1) ORDER BY hash FOR UPDATE)",
                 params: vec![&external],
-                expect: Some(external.len() as u64),
+                expect: Some((external.len() as u64, Short::ObjectGone)),
                 what: "renewing blob objects",
             });
         }
@@ -223,7 +236,7 @@ impl WriteTxn for PgTxn<'_> {
                         AS t (name, hash, size, meta, session_id, ingested_at, version, deleted, was)
                       WHERE e.name = t.name AND e.version = t.was",
                 params: vec![&u.0, &u.1, &u.2, &u.3, &u.4, &u.5, &u.6, &u.7, &u_was],
-                expect: Some(updated.len() as u64),
+                expect: Some((updated.len() as u64, Short::LostRace)),
                 what: "writing versions",
             });
             // The sources recorded for what the names held no longer hold.
@@ -364,10 +377,17 @@ impl PgTxn<'_> {
             let runs = batch.iter().zip(&prepared).map(|(s, st)| async move {
                 let n = c.execute(st, &s.params).await.map_err(db_err(s.what))?;
                 match s.expect {
-                    Some(want) if n != want => Err(StoreError::bare(
+                    Some((want, Short::LostRace)) if n != want => Err(StoreError::bare(
+                        StoreErrorKind::Conflict,
+                        format!(
+                            "index database {}: {n} of {want} names still held what was looked up",
+                            s.what
+                        ),
+                    )),
+                    Some((want, Short::ObjectGone)) if n != want => Err(StoreError::bare(
                         StoreErrorKind::Io,
                         format!(
-                            "index database {}: {n} of {want} rows; a blob's object was removed by gc while this run held it, or a name changed under its lock: run again",
+                            "index database {}: {n} of {want} found; gc removed a blob's object while this run held it: run again",
                             s.what
                         ),
                     )),
