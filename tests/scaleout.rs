@@ -572,7 +572,8 @@ fn host_port(url: &str) -> std::net::SocketAddr {
 /// An ingest through a proxy that cuts PostgreSQL (or the S3 server) off
 /// after 300 reports, for `outage`: every file is reported once, ingested
 /// or `failed (store_error)`; the workspace holds exactly the ingested
-/// ones; a re-run with the server back ingests the rest.
+/// ones; a re-run with the server back ingests the rest. A short outage is
+/// ridden out: every file ingested.
 fn outage(s3: bool, outage: std::time::Duration) -> (usize, usize) {
     use std::io::BufRead;
     let Some(url) = workspace() else {
@@ -674,6 +675,12 @@ fn outage(s3: bool, outage: std::time::Duration) -> (usize, usize) {
 fn postgres_going_away_mid_ingest_fails_cleanly_and_recovers() {
     let (ok, failed) = outage(false, std::time::Duration::from_secs(8));
     eprintln!("PostgreSQL away for 8 s: {ok} ingested, {failed} failed (store_error)");
+}
+
+#[test]
+fn postgres_away_briefly_is_ridden_out() {
+    let (ok, failed) = outage(false, std::time::Duration::from_millis(500));
+    assert_eq!(failed, 0, "{ok} ingested");
 }
 
 #[test]

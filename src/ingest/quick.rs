@@ -209,7 +209,8 @@ impl QuickCache {
             }
             _ => {
                 let index = &*engine.index;
-                let (known, kept) = self.get(dir, removals, |d| index.sources_in(d))?;
+                let (known, kept) =
+                    self.get(dir, removals, |d| engine.retry.run(|| index.sources_in(d)))?;
                 cursor.held = kept.map(|at| (Arc::clone(&known), at, removals));
                 cursor.dir.clear();
                 cursor.dir.push(dir);

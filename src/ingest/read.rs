@@ -147,7 +147,11 @@ impl Reader<'_> {
         // than a round trip.
         let need_blob = needs_content(self.mode, true)
             || (size <= self.engine.inline_threshold && self.engine.index.is_remote())
-            || match self.engine.index.current(name.as_str()) {
+            || match self
+                .engine
+                .retry
+                .run(|| self.engine.index.current(name.as_str()))
+            {
                 Ok(e) => needs_content(self.mode, e.is_some_and(|e| !e.deleted)),
                 Err(e) => return store_failed(e),
             };

@@ -34,6 +34,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 
+use crate::engine::RetryPolicy;
 use crate::hash::Hash;
 use crate::store::pg::{Pg, db_err};
 use crate::store::{BlobStore, BlobWriter, StoreError, StoreErrorKind};
@@ -129,14 +130,25 @@ impl Inner {
         self.pg.run(f)
     }
 
-    /// One statement on the catalogue; the rows it returns.
+    /// Runs `f` on the pool's runtime, again (as the engine retries the
+    /// index) while PostgreSQL is out of reach: every catalogue statement
+    /// may be run twice.
+    fn retried<T: Send, F: Future<Output = Result<T, StoreError>> + Send>(
+        &self,
+        mut f: impl FnMut() -> F,
+    ) -> Result<T, StoreError> {
+        RetryPolicy::default().run(|| self.run(f()))
+    }
+
+    /// One statement on the catalogue (one that may be run twice); the
+    /// rows it returns.
     fn query(
         &self,
         what: &'static str,
         sql: &'static str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        self.run(async {
+        self.retried(|| async {
             let c = self.pg.conn().await?;
             let st = c.prepare_cached(sql).await.map_err(db_err(what))?;
             c.query(&st, params).await.map_err(db_err(what))
@@ -196,7 +208,7 @@ impl S3Writer {
         if !self.leased {
             self.store.0.query(
                 "leasing an upload",
-                "INSERT INTO uploads (key) VALUES ($1)",
+                "INSERT INTO uploads (key) VALUES ($1) ON CONFLICT DO NOTHING",
                 &[&self.key],
             )?;
             self.leased = true;
@@ -303,20 +315,24 @@ impl BlobWriter for S3Writer {
         self.finished = true;
         // The lease becomes the catalogue row, unless the hash has an
         // object already: then that one stays, and this upload goes.
-        let kept: String = inner.run(async {
+        // Retried: a try whose commit went through but whose answer was
+        // lost finds its own row, not inserted now, and is done.
+        let kept: String = inner.retried(|| async {
             let what = "cataloguing a blob";
             let mut c = inner.pg.conn().await?;
             let tx = c.transaction().await.map_err(db_err(what))?;
             let row = tx
                 .query_one(
                     "INSERT INTO objects (hash, key, size) VALUES ($1, $2, $3)
-                     ON CONFLICT (hash) DO UPDATE SET touched_at = now() RETURNING key",
+                     ON CONFLICT (hash) DO UPDATE SET touched_at = now()
+                     RETURNING key, xmax = 0",
                     &[&&hash.0[..], &key, &(size as i64)],
                 )
                 .await
                 .map_err(db_err(what))?;
             let kept: String = crate::store::pg::col(&row, 0)?;
-            if kept == key {
+            let inserted: bool = crate::store::pg::col(&row, 1)?;
+            if kept == key && inserted {
                 let n = tx
                     .execute("DELETE FROM uploads WHERE key = $1", &[&key])
                     .await
