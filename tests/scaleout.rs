@@ -777,3 +777,97 @@ fn gc_race(rounds: usize) {
     );
     assert_sound(&url);
 }
+
+/// Two watchers on different folders (machines of their own) into one
+/// workspace, with PostgreSQL cut off for 5 s while files keep coming:
+/// both ride it out (a file that failed `store_error` is tried again), and
+/// in the end the workspace holds every file of both folders, each with
+/// its content; both stop with exit 0 on SIGTERM.
+#[test]
+fn two_watchers_into_one_workspace_ride_out_an_outage() {
+    let Some(url) = workspace() else { return };
+    let proxy = common::proxy::Proxy::start(host_port(&url));
+    let via = url.replace(&host_port(&url).to_string(), &proxy.addr().to_string());
+    let roots: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    for r in &roots {
+        std::fs::create_dir(r.path().join("in")).unwrap();
+    }
+    let mut watchers: Vec<Child> = roots
+        .iter()
+        .map(|r| {
+            intake(
+                r.path(),
+                Path::new(&via),
+                &["watch", "in", "--settle", "100ms"],
+            )
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let logs: Vec<_> = watchers
+        .iter_mut()
+        .map(|c| common::procs::read_to_end(c.stderr.take().unwrap()))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let write = |from: usize, to: usize| {
+        for (w, r) in roots.iter().enumerate() {
+            for i in from..to {
+                let body = format!("watcher {w} file {i}\n").repeat(1 + i % 3);
+                std::fs::write(r.path().join(format!("in/w{w}-{i:03}.txt")), body).unwrap();
+            }
+        }
+    };
+    write(0, 100);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    proxy.cut();
+    write(100, 150);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    // Through the real address: the watchers got none of the files written
+    // during the outage in.
+    let mut during = 0;
+    open(&url)
+        .list(None, |e| {
+            during += usize::from(e.name[3..6].parse::<usize>().is_ok_and(|i| i >= 100));
+            true
+        })
+        .unwrap();
+    assert_eq!(during, 0, "the outage held the watchers back");
+    proxy.restore();
+    write(150, 200);
+    // Every file, with its content, within a minute.
+    let ws = open(&url);
+    let want = 400;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let held = loop {
+        let mut held = BTreeMap::new();
+        ws.list(None, |e| {
+            held.insert(e.name, e.hash);
+            true
+        })
+        .unwrap();
+        if held.len() == want || std::time::Instant::now() > deadline {
+            break held;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(held.len(), want, "every file of both folders");
+    for (w, r) in roots.iter().enumerate() {
+        for i in 0..200 {
+            let name = format!("w{w}-{i:03}.txt");
+            let body = std::fs::read(r.path().join("in").join(&name)).unwrap();
+            assert_eq!(held[&name], intake::Hash::of(&body), "{name}");
+        }
+    }
+    for c in &mut watchers {
+        // SAFETY: a plain signal to a child of this test.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    }
+    for c in &mut watchers {
+        assert_eq!(c.wait().unwrap().code(), Some(0));
+    }
+    for l in logs {
+        l.join().unwrap();
+    }
+    assert_sound(&url);
+}
