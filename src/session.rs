@@ -239,6 +239,23 @@ pub struct IngestionStatus {
     pub bytes: u64,
 }
 
+impl IngestionStatus {
+    /// The status of a session whose files came out as `c` says (an index
+    /// stores the counters; the totals follow from them).
+    pub fn from_counts(c: &crate::outcome::Counts) -> IngestionStatus {
+        IngestionStatus {
+            finished_files: c.ingested + c.overwritten + c.unchanged + c.kept + c.deleted,
+            failed_files: c.failed,
+            ingested: c.ingested,
+            overwritten: c.overwritten,
+            unchanged: c.unchanged,
+            kept: c.kept,
+            deleted: c.deleted,
+            bytes: c.bytes,
+        }
+    }
+}
+
 /// A session as stored: the model plus its closing time and counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {

@@ -462,6 +462,14 @@ impl common::seams::IndexHooks for FailCommit {
     }
 }
 
+/// `intake --json copy --from FROM --to TO`.
+fn copy(from: &str, to: &str) -> Output {
+    let args = ["--json", "copy", "--from", from, "--to", to];
+    intake(Path::new("/"), Path::new(to), &args[..])
+        .output()
+        .unwrap()
+}
+
 /// `intake copy` local → PostgreSQL + S3 → local: names, versions,
 /// metadata, deletions, contents, sessions with their counts and outcomes
 /// all equal; a copy cut short by a failed commit is finished by a second
@@ -502,18 +510,7 @@ fn copy_round_trip_and_resume() {
     let before: usize = everything(&remote).names.values().map(Vec::len).sum();
     let versions: usize = want.names.values().map(Vec::len).sum();
     assert!(before > 0 && before < versions, "{before} of {versions}");
-    let out = run(
-        Path::new("/"),
-        &url,
-        &[
-            "--json",
-            "copy",
-            "--from",
-            local.to_str().unwrap(),
-            "--to",
-            &url,
-        ],
-    );
+    let out = copy(local.to_str().unwrap(), &url);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let second: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -526,11 +523,7 @@ fn copy_round_trip_and_resume() {
 
     // And back, into a new folder.
     let back = tmp.path().join("back");
-    let out = run(
-        Path::new("/"),
-        &url,
-        &["copy", "--from", &url, "--to", back.to_str().unwrap()],
-    );
+    let out = copy(&url, back.to_str().unwrap());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         everything(&Workspace::open(&back).unwrap()),
@@ -538,18 +531,7 @@ fn copy_round_trip_and_resume() {
         "and back"
     );
     // A third run copies nothing.
-    let out = run(
-        Path::new("/"),
-        &url,
-        &[
-            "--json",
-            "copy",
-            "--from",
-            &url,
-            "--to",
-            back.to_str().unwrap(),
-        ],
-    );
+    let out = copy(&url, back.to_str().unwrap());
     let third: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (

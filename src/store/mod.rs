@@ -27,6 +27,7 @@ mod error;
 mod fs;
 #[cfg(feature = "postgres")]
 pub mod pg;
+mod retry;
 #[cfg(feature = "s3")]
 mod s3;
 mod sqlite;
@@ -35,6 +36,7 @@ pub use error::{StoreError, StoreErrorKind};
 pub use fs::FsBlobStore;
 #[cfg(feature = "postgres")]
 pub use pg::{PgAddress, PgIndex};
+pub use retry::RetryPolicy;
 #[cfg(feature = "s3")]
 pub use s3::{S3BlobStore, is_s3_location};
 pub use sqlite::{SqliteIndex, SqliteOptions};

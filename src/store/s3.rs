@@ -34,10 +34,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 
-use crate::engine::RetryPolicy;
 use crate::hash::Hash;
 use crate::store::pg::{Pg, db_err};
-use crate::store::{BlobStore, BlobWriter, StoreError, StoreErrorKind};
+use crate::store::{BlobStore, BlobWriter, RetryPolicy, StoreError, StoreErrorKind};
 
 /// Up to this many bytes, a blob goes up in one request at its finish.
 const ONE_PUT: usize = 8 << 20;

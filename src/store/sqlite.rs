@@ -18,7 +18,7 @@ use super::{
     StoreError, StoreErrorKind, WriteTxn, Writes,
 };
 use crate::hash::Hash;
-use crate::outcome::{Outcome, Reason};
+use crate::outcome::{Counts, Outcome, Reason};
 use crate::session::{
     IngestionStatus, Session, SessionOauthUser, SessionRecord, UnknownWriteMode, WriteMode,
 };
@@ -240,8 +240,16 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         .parse()
         .map_err(|e: UnknownWriteMode| conv(4, e.to_string()))?;
     let n = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)? as u64) };
-    let (ingested, overwritten, unchanged, kept, failed) = (n(6)?, n(7)?, n(8)?, n(9)?, n(10)?);
-    let deleted = n(12)?;
+    let counts = Counts {
+        ingested: n(6)?,
+        overwritten: n(7)?,
+        unchanged: n(8)?,
+        kept: n(9)?,
+        failed: n(10)?,
+        bytes: n(11)?,
+        deleted: n(12)?,
+        refused: 0,
+    };
     let reverts = match row.get::<_, Option<String>>(13)? {
         Some(s) => Some(Uuid::parse_str(&s).map_err(|e| conv(13, e.to_string()))?),
         None => None,
@@ -255,16 +263,7 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
             write_mode,
         },
         closed_at: row.get::<_, Option<i64>>(5)?.map(from_micros),
-        ingestion: IngestionStatus {
-            finished_files: ingested + overwritten + unchanged + kept + deleted,
-            failed_files: failed,
-            ingested,
-            overwritten,
-            unchanged,
-            kept,
-            deleted,
-            bytes: n(11)?,
-        },
+        ingestion: IngestionStatus::from_counts(&counts),
         reverts,
     })
 }

@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 use uuid::Uuid;
 
+use super::address::PgAddress;
+use super::conn::{Pg, db_err};
+use super::rows::{ENTRY_COLS, col, count, entry_row, hash_col, in_order, split_path};
 use super::schema::prepare;
 use super::write::PgTxn;
-use super::{Pg, PgAddress, db_err};
 use crate::hash::Hash;
-use crate::outcome::{Outcome, Reason};
+use crate::outcome::{Counts, Outcome, Reason};
 use crate::session::{IngestionStatus, Session, SessionOauthUser, SessionRecord, WriteMode};
 use crate::store::sqlite::{from_micros, micros};
 use crate::store::{
@@ -28,46 +29,13 @@ const PAGE: i64 = 2000;
 /// The index in a PostgreSQL schema.
 #[derive(Debug)]
 pub struct PgIndex {
-    pub(super) pg: Arc<Pg>,
+    pg: Arc<Pg>,
     /// Where the workspace keeps its large blobs, as recorded in the index.
     blobs_at: Option<String>,
     /// Whether the blob store's catalogue (`objects`) lives in this
     /// schema: then a batch that refers to an external blob renews the
     /// blob's object in the same transaction, or fails if `gc` removed it.
-    pub(super) catalogued: bool,
-}
-
-/// One column of a row, a wrong type being a corrupt index.
-pub(crate) fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, StoreError> {
-    row.try_get(i)
-        .map_err(|e| StoreError::corrupt(format!("index database: column {i}: {e}")))
-}
-
-fn hash_col(row: &Row, i: usize) -> Result<Hash, StoreError> {
-    let b: &[u8] = col(row, i)?;
-    Hash::from_slice(b)
-        .ok_or_else(|| StoreError::corrupt(format!("a hash of {} bytes, not 32", b.len())))
-}
-
-fn count(row: &Row, i: usize) -> Result<u64, StoreError> {
-    Ok(col::<i64>(row, i)? as u64)
-}
-
-pub(super) const ENTRY_COLS: &str =
-    "name, hash, size, meta, session_id, ingested_at, version, deleted";
-
-pub(super) fn entry_row(row: &Row) -> Result<Entry, StoreError> {
-    Ok(Entry {
-        name: col(row, 0)?,
-        hash: hash_col(row, 1)?,
-        size: count(row, 2)?,
-        meta: col(row, 3)?,
-        session_id: col(row, 4)?,
-        ingested_at: from_micros(col(row, 5)?),
-        version: count(row, 6)?,
-        replaced_at: None,
-        deleted: col(row, 7)?,
-    })
+    catalogued: bool,
 }
 
 const SESSION_COLS: &str = "id, created_at, created_by, expires_at, write_mode, closed_at, \
@@ -80,14 +48,16 @@ fn session_row(row: &Row) -> Result<SessionRecord, StoreError> {
     let write_mode: WriteMode = col::<&str>(row, 4)?
         .parse()
         .map_err(|e| StoreError::corrupt(format!("a session's write mode: {e}")))?;
-    let (ingested, overwritten, unchanged, kept, failed) = (
-        count(row, 6)?,
-        count(row, 7)?,
-        count(row, 8)?,
-        count(row, 9)?,
-        count(row, 10)?,
-    );
-    let deleted = count(row, 12)?;
+    let counts = Counts {
+        ingested: count(row, 6)?,
+        overwritten: count(row, 7)?,
+        unchanged: count(row, 8)?,
+        kept: count(row, 9)?,
+        failed: count(row, 10)?,
+        bytes: count(row, 11)?,
+        deleted: count(row, 12)?,
+        refused: 0,
+    };
     Ok(SessionRecord {
         session: Session {
             created_at: from_micros(col(row, 1)?),
@@ -97,16 +67,7 @@ fn session_row(row: &Row) -> Result<SessionRecord, StoreError> {
             write_mode,
         },
         closed_at: col::<Option<i64>>(row, 5)?.map(from_micros),
-        ingestion: IngestionStatus {
-            finished_files: ingested + overwritten + unchanged + kept + deleted,
-            failed_files: failed,
-            ingested,
-            overwritten,
-            unchanged,
-            kept,
-            deleted,
-            bytes: count(row, 11)?,
-        },
+        ingestion: IngestionStatus::from_counts(&counts),
         reverts: col(row, 13)?,
     })
 }
@@ -128,15 +89,6 @@ fn outcome_row(row: &Row) -> Result<OutcomeRecord, StoreError> {
         size: col::<Option<i64>>(row, 6)?.map(|s| s as u64),
         hash: col::<Option<&[u8]>>(row, 7)?.and_then(Hash::from_slice),
     })
-}
-
-pub(super) fn split_path(path: &Path) -> (&[u8], &[u8]) {
-    let dir = path
-        .parent()
-        .map(|p| p.as_os_str())
-        .unwrap_or(OsStr::new(""));
-    let file = path.file_name().unwrap_or(OsStr::new(""));
-    (dir.as_bytes(), file.as_bytes())
 }
 
 impl PgIndex {
@@ -249,13 +201,6 @@ impl ReadTxn for PgReadTxn<'_> {
     }
 }
 
-/// `found` (in any order) put in the order of `names`.
-pub(super) fn in_order(names: &[&str], found: Vec<Entry>) -> Vec<Option<Entry>> {
-    let mut by_name: std::collections::HashMap<String, Entry> =
-        found.into_iter().map(|e| (e.name.clone(), e)).collect();
-    names.iter().map(|n| by_name.remove(*n)).collect()
-}
-
 impl Index for PgIndex {
     fn is_remote(&self) -> bool {
         true
@@ -366,7 +311,7 @@ impl Index for PgIndex {
     }
 
     fn begin(&self, durable: bool) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
-        Ok(Box::new(PgTxn::begin(self, durable)?))
+        Ok(Box::new(PgTxn::begin(&self.pg, self.catalogued, durable)?))
     }
 
     fn list(

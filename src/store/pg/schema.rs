@@ -8,7 +8,7 @@
 //! server's `now()`, one clock for every machine. Names sort as bytes
 //! (`COLLATE "C"`), as SQLite's do.
 
-use super::{Pg, db_err};
+use super::conn::{Pg, db_err};
 use crate::store::{StoreError, StoreErrorKind};
 
 /// The schema version this build writes.

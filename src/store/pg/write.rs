@@ -9,21 +9,27 @@ use deadpool_postgres::Object;
 use futures_util::future::try_join_all;
 use tokio_postgres::types::ToSql;
 
-use super::db_err;
-use super::index::{ENTRY_COLS, PgIndex, entry_row, in_order, split_path};
+use super::conn::{Pg, db_err};
+use super::rows::{ENTRY_COLS, entry_row, in_order, split_path};
 use crate::hash::Hash;
 use crate::outcome::Reason;
 use crate::store::sqlite::micros;
 use crate::store::{Entry, StoreError, StoreErrorKind, WriteTxn, Writes};
 
 pub(super) struct PgTxn<'a> {
-    index: &'a PgIndex,
+    pg: &'a Pg,
+    /// Whether the blob store's catalogue lives in this schema (see
+    /// `PgIndex`): then a batch renews the objects of the blobs it refers to.
+    catalogued: bool,
     conn: Option<Object>,
 }
 
 impl<'a> PgTxn<'a> {
-    pub(super) fn begin(index: &'a PgIndex, durable: bool) -> Result<PgTxn<'a>, StoreError> {
-        let pg = &index.pg;
+    pub(super) fn begin(
+        pg: &'a Pg,
+        catalogued: bool,
+        durable: bool,
+    ) -> Result<PgTxn<'a>, StoreError> {
         let conn = pg.run(async {
             let c = pg.conn().await?;
             // Not durable: bookkeeping that changes no name, which may be
@@ -39,7 +45,8 @@ impl<'a> PgTxn<'a> {
             Ok(c)
         })?;
         Ok(PgTxn {
-            index,
+            pg,
+            catalogued,
             conn: Some(conn),
         })
     }
@@ -55,7 +62,6 @@ impl Drop for PgTxn<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
             let rolled_back = self
-                .index
                 .pg
                 .run(async {
                     c.batch_execute("ROLLBACK")
@@ -102,7 +108,7 @@ impl WriteTxn for PgTxn<'_> {
     /// is a valid place for it in the name's serial order.
     fn lock(&mut self, names: &[&str]) -> Result<Vec<Option<Entry>>, StoreError> {
         let c = self.conn()?;
-        let found = self.index.pg.run(async {
+        let found = self.pg.run(async {
             let sql = format!("SELECT {ENTRY_COLS} FROM entries WHERE name = ANY($1)");
             let st = c
                 .prepare_cached(&sql)
@@ -119,7 +125,7 @@ impl WriteTxn for PgTxn<'_> {
 
     fn has_blob(&mut self, hash: &Hash) -> Result<bool, StoreError> {
         let c = self.conn()?;
-        self.index.pg.run(async {
+        self.pg.run(async {
             let rows = c
                 .query("SELECT 1 FROM blobs WHERE hash = $1", &[&&hash.0[..]])
                 .await
@@ -154,7 +160,7 @@ impl WriteTxn for PgTxn<'_> {
                 what: "storing blobs",
             });
         }
-        if self.index.catalogued && !external.is_empty() {
+        if self.catalogued && !external.is_empty() {
             // Renews each external blob's object, so that a gc sweeping
             // it now waits and then keeps it; one gc already removed is a
             // failure of the batch, never a version without its bytes.
@@ -348,7 +354,7 @@ impl WriteTxn for PgTxn<'_> {
             .conn
             .take()
             .ok_or_else(|| StoreError::corrupt("the transaction has ended"))?;
-        let done = self.index.pg.run(async {
+        let done = self.pg.run(async {
             c.batch_execute("COMMIT")
                 .await
                 .map_err(db_err("committing"))
@@ -369,7 +375,7 @@ impl PgTxn<'_> {
             return Ok(());
         }
         let c = self.conn()?;
-        let done = self.index.pg.run(async {
+        let done = self.pg.run(async {
             let prepared = try_join_all(batch.iter().map(|s| async move {
                 c.prepare_cached(s.sql).await.map_err(db_err(s.what))
             }))
