@@ -552,29 +552,10 @@ fn host_port(url: &str) -> std::net::SocketAddr {
 }
 
 /// An ingest through a proxy that cuts PostgreSQL (or the S3 server) off
-/// after 300 reports, for `outage`: every file is reported once, ingested
-/// or `failed (store_error)`; the workspace holds exactly the ingested
-/// ones; a re-run with the server back ingests the rest. A short outage is
-/// ridden out: every file ingested.
+/// after 300 reports, for `outage`; see [`interrupted_ingest`].
 fn outage(s3: bool, outage: std::time::Duration) -> (usize, usize) {
-    use std::io::BufRead;
     let Some(url) = workspace() else {
         return (0, 0);
-    };
-    let names = 2000;
-    let src = tree(names, "outage");
-    let proxied = |proxy: &common::proxy::Proxy| -> (String, Option<String>) {
-        if s3 {
-            let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
-            assert_eq!(host_port(&endpoint), host_port(&endpoint));
-            (url.clone(), Some(format!("http://{}", proxy.addr())))
-        } else {
-            let real = host_port(&url);
-            (
-                url.replace(&real.to_string(), &proxy.addr().to_string()),
-                None,
-            )
-        }
     };
     let target = if s3 {
         host_port(&std::env::var("AWS_ENDPOINT_URL").unwrap())
@@ -582,8 +563,36 @@ fn outage(s3: bool, outage: std::time::Duration) -> (usize, usize) {
         host_port(&url)
     };
     let proxy = common::proxy::Proxy::start(target);
-    let (via, endpoint) = proxied(&proxy);
-    let mut cmd = intake(src.path(), Path::new(&via), &["--json", "ingest", "d"]);
+    let (via, endpoint) = if s3 {
+        (url.clone(), Some(format!("http://{}", proxy.addr())))
+    } else {
+        let real = host_port(&url).to_string();
+        (url.replace(&real, &proxy.addr().to_string()), None)
+    };
+    interrupted_ingest(&url, &via, endpoint, || {
+        proxy.cut();
+        std::thread::sleep(outage);
+        proxy.restore();
+    })
+}
+
+/// Ingests 2,000 files (every 40th in the blob store) into the workspace
+/// at `url`, the child reaching it at `via` (and the S3 server at
+/// `endpoint`), and runs `interrupt` after its 300th report: every file is
+/// reported once, ingested or `failed (store_error)`; the workspace holds
+/// exactly the ingested ones and `verify` is clean; a re-run ingests
+/// exactly the rest. Returns how many were ingested and failed.
+fn interrupted_ingest(
+    url: &str,
+    via: &str,
+    endpoint: Option<String>,
+    interrupt: impl FnOnce(),
+) -> (usize, usize) {
+    use std::io::BufRead;
+    let url = url.to_owned();
+    let names = 2000;
+    let src = tree(names, "outage");
+    let mut cmd = intake(src.path(), Path::new(via), &["--json", "ingest", "d"]);
     if let Some(e) = endpoint {
         cmd.env("AWS_ENDPOINT_URL", e);
     }
@@ -591,12 +600,13 @@ fn outage(s3: bool, outage: std::time::Duration) -> (usize, usize) {
     let stdout = child.stdout.take().unwrap();
     let err = common::procs::read_to_end(child.stderr.take().unwrap());
     let mut lines = Vec::new();
+    let mut interrupt = Some(interrupt);
     for line in std::io::BufReader::new(stdout).lines() {
         lines.push(line.unwrap());
-        if lines.len() == 300 {
-            proxy.cut();
-            std::thread::sleep(outage);
-            proxy.restore();
+        if lines.len() == 300
+            && let Some(f) = interrupt.take()
+        {
+            f();
         }
     }
     let status = child.wait().unwrap();
@@ -663,6 +673,30 @@ fn postgres_going_away_mid_ingest_fails_cleanly_and_recovers() {
 fn postgres_away_briefly_is_ridden_out() {
     let (ok, failed) = outage(false, std::time::Duration::from_millis(500));
     assert_eq!(failed, 0, "{ok} ingested");
+}
+
+/// PostgreSQL itself stopped (`pg_ctl stop -m fast`, its sessions
+/// terminated) and started again 2 s later, in the middle of an ingest,
+/// on a cluster of this test's own.
+#[test]
+fn postgres_restarted_mid_ingest_fails_cleanly_and_recovers() {
+    let Some(pg) = common::servers::PrivatePg::start() else {
+        return;
+    };
+    let url = format!("{}?schema=restart", pg.url());
+    let blobs = tempfile::tempdir().unwrap();
+    let out = run(
+        Path::new("/"),
+        &url,
+        &["init", "--blobs", blobs.path().to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (ok, failed) = interrupted_ingest(&url, &url, None, || {
+        pg.stop();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        pg.start_again();
+    });
+    eprintln!("PostgreSQL restarted: {ok} ingested, {failed} failed (store_error)");
 }
 
 #[test]
@@ -852,4 +886,35 @@ fn two_watchers_into_one_workspace_ride_out_an_outage() {
         l.join().unwrap();
     }
     assert_sound(&url);
+}
+
+/// A schema newer than this build is refused with a clear message, by
+/// every command, and nothing is written.
+#[test]
+fn a_newer_schema_is_refused() {
+    let Some(url) = workspace() else { return };
+    let schema = url.rsplit_once("schema=").unwrap().1;
+    let (pg, _) = addresses(false).unwrap();
+    let out = std::process::Command::new("psql")
+        .arg(&pg)
+        .args([
+            "-qAtc",
+            &format!("UPDATE {schema}.settings SET value = '99' WHERE key = 'schema_version'"),
+        ])
+        .output();
+    let Ok(out) = out else {
+        eprintln!("skipped: psql is not installed");
+        return;
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    let src = tree(3, "refused");
+    for args in [&["files", "list"][..], &["ingest", "d"][..]] {
+        let out = run(src.path(), &url, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let e = stderr(&out);
+        assert!(
+            e.contains("schema version 99, newer than this intake understands (1); upgrade intake"),
+            "{e}"
+        );
+    }
 }
