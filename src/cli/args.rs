@@ -9,14 +9,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "intake", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// The workspace directory. `intake serve` takes it more than once,
-    /// as NAME=DIR or DIR (served under the folder's name).
+    /// The workspace: a folder, or the address of a PostgreSQL one
+    /// (postgresql://USER@HOST:PORT/DB?schema=S). `intake serve` takes it
+    /// more than once, as NAME=DIR or DIR (served under the folder's name).
     #[arg(
         long,
         short = 'w',
         global = true,
         env = "INTAKE_WORKSPACE",
-        value_name = "DIR",
+        value_name = "WORKSPACE",
         action = clap::ArgAction::Append
     )]
     pub workspace: Vec<PathBuf>,
@@ -68,9 +69,10 @@ pub enum Command {
     Export(ExportArgs),
     /// Re-hash every blob and check every reference; exit 1 on any defect.
     Verify,
-    /// Copy a whole workspace (names, history, sessions, blobs) into
-    /// another, for example from a folder into PostgreSQL + S3; a second
-    /// run finishes an interrupted copy. The target is verified at the end.
+    /// Copy a whole workspace (names, history, sessions, blobs) into another.
+    ///
+    /// For example from a folder into PostgreSQL + S3, or back. A second
+    /// run finishes an interrupted copy; the target is verified at the end.
     Copy {
         /// The workspace to copy (a folder or a postgresql:// address).
         #[arg(long, value_name = "WORKSPACE")]
