@@ -158,13 +158,7 @@ fn fail_race_across_processes_long() {
 
 /// Every name's versions, oldest first, as content hashes.
 fn chains(ws: &Workspace) -> BTreeMap<String, Vec<String>> {
-    let mut names = Vec::new();
-    ws.list(None, |e| {
-        names.push(e.name);
-        true
-    })
-    .unwrap();
-    names
+    common::ws::names(ws)
         .into_iter()
         .map(|n| {
             let mut h = ws.history(&n).unwrap();

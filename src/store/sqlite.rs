@@ -199,7 +199,8 @@ fn uuid_col(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
     })
 }
 
-fn split_path(path: &Path) -> (&[u8], &[u8]) {
+/// A source path as the index keys it: its folder and its file name.
+pub(crate) fn split_path(path: &Path) -> (&[u8], &[u8]) {
     let dir = path
         .parent()
         .map(|p| p.as_os_str())

@@ -11,13 +11,13 @@ use uuid::Uuid;
 
 use super::address::PgAddress;
 use super::conn::{Pg, db_err};
-use super::rows::{ENTRY_COLS, col, count, entry_row, hash_col, in_order, split_path};
+use super::rows::{ENTRY_COLS, col, count, entry_row, hash_col, in_order};
 use super::schema::prepare;
 use super::write::PgTxn;
 use crate::hash::Hash;
 use crate::outcome::{Counts, Outcome, Reason};
 use crate::session::{IngestionStatus, Session, SessionOauthUser, SessionRecord, WriteMode};
-use crate::store::sqlite::{from_micros, micros};
+use crate::store::sqlite::{from_micros, micros, split_path};
 use crate::store::{
     BlobRecord, Entry, Index, IndexGc, KnownSource, OutcomeRecord, ReadTxn, SourceRecord,
     StoreError, StoreErrorKind, WriteTxn,

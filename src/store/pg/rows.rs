@@ -1,9 +1,5 @@
 //! Rows of the PostgreSQL index as the engine's types.
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
@@ -42,15 +38,6 @@ pub(super) fn entry_row(row: &Row) -> Result<Entry, StoreError> {
         replaced_at: None,
         deleted: col(row, 7)?,
     })
-}
-
-pub(super) fn split_path(path: &Path) -> (&[u8], &[u8]) {
-    let dir = path
-        .parent()
-        .map(|p| p.as_os_str())
-        .unwrap_or(OsStr::new(""));
-    let file = path.file_name().unwrap_or(OsStr::new(""));
-    (dir.as_bytes(), file.as_bytes())
 }
 
 /// `found` (in any order) put in the order of `names`.

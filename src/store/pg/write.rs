@@ -10,10 +10,10 @@ use futures_util::future::try_join_all;
 use tokio_postgres::types::ToSql;
 
 use super::conn::{Pg, db_err};
-use super::rows::{ENTRY_COLS, entry_row, in_order, split_path};
+use super::rows::{ENTRY_COLS, entry_row, in_order};
 use crate::hash::Hash;
 use crate::outcome::Reason;
-use crate::store::sqlite::micros;
+use crate::store::sqlite::{micros, split_path};
 use crate::store::{Entry, StoreError, StoreErrorKind, WriteTxn, Writes};
 
 pub(super) struct PgTxn<'a> {
