@@ -44,13 +44,11 @@ pub struct CopyReport {
     pub verify: VerifyReport,
 }
 
-fn differs(what: String) -> Error {
-    Error::Store {
-        workspace: what.clone(),
-        source: StoreError::corrupt(format!(
-            "{what}; the target is not a copy of this source (copy into a new workspace)"
-        )),
-    }
+/// The target holds something the source does not explain.
+fn differs(to: &Workspace, what: String) -> Error {
+    to.engine().err(StoreError::corrupt(format!(
+        "{what}; the target is not a copy of this source (copy into a new workspace)"
+    )))
 }
 
 /// Copies everything `from` holds into `to`; `progress` sees the counts
@@ -98,11 +96,12 @@ pub fn copy(
             .index
             .session(id)
             .map_err(dst_err)?
-            .ok_or_else(|| differs(format!("session {id} vanished from the target")))?;
+            .ok_or_else(|| differs(to, format!("session {id} vanished from the target")))?;
         let (a, b) = (&s.ingestion, &have.ingestion);
         let less = |x: u64, y: u64, what: &str| {
-            x.checked_sub(y)
-                .ok_or_else(|| differs(format!("session {id} counts more {what} in the target")))
+            x.checked_sub(y).ok_or_else(|| {
+                differs(to, format!("session {id} counts more {what} in the target"))
+            })
         };
         let delta = Counts {
             ingested: less(a.ingested, b.ingested, "ingested")?,
@@ -163,10 +162,13 @@ fn copy_names(
                 .find(|e| e.version == have.version)
                 .is_some_and(|e| e.hash == have.hash && e.deleted == have.deleted);
             if !same {
-                return Err(differs(format!(
-                    "{name}: the target's version {} is not the source's",
-                    have.version
-                )));
+                return Err(differs(
+                    to,
+                    format!(
+                        "{name}: the target's version {} is not the source's",
+                        have.version
+                    ),
+                ));
             }
             chain.retain(|e| e.version > have.version);
             replaced = Some(have);

@@ -147,11 +147,7 @@ impl Inner {
         sql: &'static str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        self.retried(|| async {
-            let c = self.pg.conn().await?;
-            let st = c.prepare_cached(sql).await.map_err(db_err(what))?;
-            c.query(&st, params).await.map_err(db_err(what))
-        })
+        self.retried(|| self.pg.query(what, sql, params))
     }
 
     /// Deletes an object; one already gone is fine.
@@ -196,6 +192,8 @@ enum Upload {
 struct S3Writer {
     store: S3BlobStore,
     key: String,
+    /// Bytes written so far.
+    written: u64,
     upload: Option<Upload>,
     leased: bool,
     finished: bool,
@@ -262,6 +260,7 @@ impl Write for S3Writer {
             }
             None => return Err(io::Error::other("the upload has failed")),
         }
+        self.written += buf.len() as u64;
         Ok(buf.len())
     }
 
@@ -275,35 +274,21 @@ impl BlobWriter for S3Writer {
         self.lease()?;
         let inner = Arc::clone(&self.store.0);
         let key = self.key.clone();
-        let size = match self.upload.take() {
-            Some(Upload::Small(held)) => {
-                let size = held.len();
-                inner.run(async {
-                    inner
-                        .store
-                        .put(&Key::from(key.as_str()), Bytes::from(held).into())
-                        .await
-                        .map_err(s3_err(format!("uploading {key}")))
-                })?;
-                size as u64
-            }
-            Some(Upload::Parts(parts)) => {
-                inner.run(async {
-                    parts
-                        .finish()
-                        .await
-                        .map_err(s3_err(format!("completing the upload of {key}")))
-                })?;
+        let size = self.written;
+        match self.upload.take() {
+            Some(Upload::Small(held)) => inner.run(async {
                 inner
-                    .run(async {
-                        inner
-                            .store
-                            .head(&Key::from(key.as_str()))
-                            .await
-                            .map_err(s3_err(format!("checking {key}")))
-                    })?
-                    .size
-            }
+                    .store
+                    .put(&Key::from(key.as_str()), Bytes::from(held).into())
+                    .await
+                    .map_err(s3_err(format!("uploading {key}")))
+            })?,
+            Some(Upload::Parts(parts)) => inner.run(async {
+                parts
+                    .finish()
+                    .await
+                    .map_err(s3_err(format!("completing the upload of {key}")))
+            })?,
             None => {
                 return Err(StoreError::bare(
                     StoreErrorKind::Io,
@@ -416,6 +401,7 @@ impl BlobStore for S3BlobStore {
         Ok(Box::new(S3Writer {
             store: self.clone(),
             key: self.new_key(),
+            written: 0,
             upload: Some(Upload::Small(Vec::with_capacity(held))),
             leased: false,
             finished: false,

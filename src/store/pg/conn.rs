@@ -145,6 +145,18 @@ impl Pg {
         })
     }
 
+    /// One statement (prepared once per connection); the rows it returns.
+    pub(crate) async fn query(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let c = self.conn().await?;
+        let st = c.prepare_cached(sql).await.map_err(db_err(what))?;
+        c.query(&st, params).await.map_err(db_err(what))
+    }
+
     /// A pooled connection.
     pub(crate) async fn conn(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(pool_err)

@@ -125,12 +125,8 @@ impl PgIndex {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         map: impl Fn(&Row) -> Result<T, StoreError> + Send + Sync,
     ) -> Result<Vec<T>, StoreError> {
-        self.pg.run(async {
-            let c = self.pg.conn().await?;
-            let st = c.prepare_cached(sql).await.map_err(db_err(what))?;
-            let rows = c.query(&st, params).await.map_err(db_err(what))?;
-            rows.iter().map(&map).collect()
-        })
+        let rows = self.pg.run(self.pg.query(what, sql, params))?;
+        rows.iter().map(map).collect()
     }
 
     /// Runs one statement; returns the rows it changed.
