@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, FileType};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::options::{PlanEvent, SkipReason};
@@ -19,6 +19,8 @@ pub(crate) struct Ent {
     pub(crate) ty: FileType,
     /// Size and mtime of a regular file, read with the listing.
     pub(crate) stat: Option<(u64, i64)>,
+    /// Device and inode of a folder, read with the listing.
+    pub(crate) id: Option<(u64, u64)>,
 }
 
 /// A folder on the walk's current path, with its listing and how far the
@@ -30,6 +32,9 @@ pub(crate) struct Frame {
     pub(crate) depth: usize,
     pub(crate) entries: Vec<Ent>,
     pub(crate) pos: usize,
+    /// Entries from here on were not yet looked at for folders to list
+    /// ahead.
+    pub(crate) asked: usize,
 }
 
 impl Frame {
@@ -70,16 +75,23 @@ pub(crate) fn read_sorted(dir: &Path) -> io::Result<Vec<Ent>> {
         let e = e?;
         let ty = e.file_type()?;
         // A stat relative to the open directory costs no path lookup; the
-        // quick check then needs no stat of its own.
-        let stat = if ty.is_file() {
-            e.metadata().ok().map(|m| (m.len(), mtime_ns(&m)))
-        } else {
-            None
-        };
+        // quick check then needs no stat of its own, nor the walk one to
+        // know a folder.
+        let (mut stat, mut id) = (None, None);
+        if (ty.is_file() || ty.is_dir())
+            && let Ok(m) = e.metadata()
+        {
+            if ty.is_file() {
+                stat = Some((m.len(), mtime_ns(&m)));
+            } else {
+                id = Some((m.dev(), m.ino()));
+            }
+        }
         v.push(Ent {
             name: e.file_name(),
             ty,
             stat,
+            id,
         });
     }
     v.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
@@ -184,6 +196,7 @@ mod tests {
             depth: 0,
             entries: read_sorted(dir.path()).unwrap(),
             pos: 0,
+            asked: 0,
         };
         let probes =
             all.iter()

@@ -12,8 +12,9 @@
 //! The rooms, in the order a file goes through them: [`options`] (what is
 //! asked, what comes out), `filter` (what is taken and how it is named),
 //! `listing` (a folder's sorted entries, a sidecar's content), `prefetch`
-//! (folders listed ahead), `walk` (the walk itself) and `one_path` (the same
-//! rules for one path, for a watcher).
+//! (folders listed ahead), `walk` (the walk itself), `ahead` (the walk on a
+//! thread of its own) and `one_path` (the same rules for one path, for a
+//! watcher).
 //!
 //! ```
 //! use intake::plan::{PlanOptions, Planner};
@@ -36,6 +37,7 @@
 //! assert_eq!(names, [r#"a.txt {"k":1}"#, "b/x.txt"]);
 //! ```
 
+mod ahead;
 mod filter;
 mod listing;
 mod one_path;
@@ -44,19 +46,25 @@ mod prefetch;
 mod walk;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use filter::is_temporary;
 pub use options::{PlanError, PlanEvent, PlanOptions, SkipReason};
 
+use ahead::Ahead;
 use filter::{Selection, absolute};
-use walk::Walk;
 
 /// A streaming plan: an iterator of [`PlanEvent`]s in walk order.
+///
+/// The walk runs on a thread of its own from the first call to `next`, a
+/// few hundred events ahead of the caller, so that listing and stat-ing the
+/// tree overlaps whatever the caller does with each event.
 pub struct Planner {
-    sel: Selection,
+    sel: Arc<Selection>,
     /// Every root, absolute, in order (for [`Planner::plan_path`]).
     roots: Vec<PathBuf>,
-    walk: Walk,
+    /// The walk, once started.
+    walk: Option<Ahead>,
     /// The last folder [`Planner::plan_path`] looked at.
     last_folder: one_path::LastFolder,
 }
@@ -65,14 +73,14 @@ impl Planner {
     /// Checks the options and starts the plan.
     pub fn new(opts: PlanOptions) -> Result<Planner, PlanError> {
         let given = opts.roots.clone();
-        let sel = Selection::new(opts)?;
+        let sel = Arc::new(Selection::new(opts)?);
         let roots = given
             .iter()
             .map(|r| absolute(r))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Planner {
             sel,
-            walk: Walk::new(roots.clone()),
+            walk: None,
             roots,
             last_folder: one_path::LastFolder::default(),
         })
@@ -105,7 +113,10 @@ impl Iterator for Planner {
     type Item = PlanEvent;
 
     fn next(&mut self) -> Option<PlanEvent> {
-        self.walk.next(&self.sel)
+        let (sel, roots) = (&self.sel, &self.roots);
+        self.walk
+            .get_or_insert_with(|| Ahead::start(Arc::clone(sel), roots.clone()))
+            .next()
     }
 }
 
@@ -116,17 +127,26 @@ mod tests {
     use super::*;
     use crate::item::Item;
 
-    fn walk(opts: PlanOptions, prefetch: bool) -> Vec<String> {
-        let mut p = Planner::new(opts).unwrap();
-        if !prefetch {
-            p.walk.prefetch = None;
-        }
-        p.map(|ev| match ev {
-            PlanEvent::Item(Item::File { name, .. }) => format!("file {name}"),
-            PlanEvent::Item(Item::Failed { name, reason, .. }) => format!("failed {name} {reason}"),
-            PlanEvent::Skipped { path, .. } => format!("skipped {}", path.display()),
-        })
-        .collect()
+    /// The walk's events, from a [`Planner`] (on its thread, with folders
+    /// listed ahead), or in place without any listed ahead.
+    fn walk(opts: PlanOptions, ahead: bool) -> Vec<String> {
+        let p = Planner::new(opts).unwrap();
+        let events: Box<dyn Iterator<Item = PlanEvent>> = if ahead {
+            Box::new(p)
+        } else {
+            let mut walk = walk::Walk::new(p.roots.clone(), &p.sel);
+            walk.prefetch = None;
+            Box::new(std::iter::from_fn(move || walk.next(&p.sel)))
+        };
+        events
+            .map(|ev| match ev {
+                PlanEvent::Item(Item::File { name, .. }) => format!("file {name}"),
+                PlanEvent::Item(Item::Failed { name, reason, .. }) => {
+                    format!("failed {name} {reason}")
+                }
+                PlanEvent::Skipped { path, .. } => format!("skipped {}", path.display()),
+            })
+            .collect()
     }
 
     /// Listing folders ahead of the walk must not change the walk.
@@ -144,10 +164,24 @@ mod tests {
         ] {
             fs::write(src.join(f), f).unwrap();
         }
-        for n in 0..40 {
-            fs::create_dir_all(src.join(format!("many/{n:02}"))).unwrap();
-            fs::write(src.join(format!("many/{n:02}/f")), "f").unwrap();
+        // More subfolders than are listed ahead at a time, in one folder
+        // and in a chain deeper than that.
+        for n in 0..150 {
+            fs::create_dir_all(src.join(format!("many/{n:03}/sub"))).unwrap();
+            fs::write(src.join(format!("many/{n:03}/f")), "f").unwrap();
+            fs::write(src.join(format!("many/{n:03}/sub/g")), "g").unwrap();
         }
+        let mut deep = src.join("deep");
+        for n in 0..100 {
+            deep.push(format!("{n}"));
+        }
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("bottom"), "b").unwrap();
+        // A link back up (followed: a loop), and the workspace inside the
+        // source: neither is walked into, whatever was listed ahead.
+        std::os::unix::fs::symlink(src.join("a"), src.join("a/x/up")).unwrap();
+        fs::create_dir_all(src.join("many/077/ws/inner")).unwrap();
+        fs::write(src.join("many/077/ws/inner/h"), "h").unwrap();
         let cases = [
             PlanOptions::new(vec![src.clone()]),
             PlanOptions {
@@ -160,11 +194,45 @@ mod tests {
                 flatten: true,
                 ..PlanOptions::new(vec![src.clone()])
             },
+            PlanOptions {
+                follow_links: true,
+                skip_dirs: vec![src.join("many/077/ws")],
+                ..PlanOptions::new(vec![src.clone()])
+            },
         ];
         for opts in cases {
             let with = walk(opts.clone(), true);
             assert_eq!(with, walk(opts, false));
             assert!(with.len() > 5, "{with:?}");
         }
+        let all = walk(PlanOptions::new(vec![src.clone()]), true);
+        assert!(
+            all.contains(&format!(
+                "file deep/{}/bottom",
+                (0..100)
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            )),
+            "{all:?}"
+        );
+        assert_eq!(
+            all.iter().filter(|l| l.starts_with("file many/")).count(),
+            301,
+            "{all:?}"
+        );
+        let skipping = walk(
+            PlanOptions {
+                follow_links: true,
+                skip_dirs: vec![src.join("many/077/ws")],
+                ..PlanOptions::new(vec![src.clone()])
+            },
+            true,
+        );
+        assert!(!skipping.iter().any(|l| l.contains("/ws/")), "{skipping:?}");
+        assert!(
+            skipping.iter().any(|l| l.starts_with("failed a/x/up ")),
+            "{skipping:?}"
+        );
     }
 }

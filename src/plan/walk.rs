@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::filter::Selection;
 use super::listing::{
@@ -29,14 +30,15 @@ pub(crate) struct Walk {
 }
 
 impl Walk {
-    /// A walk of `roots` (absolute), in order.
-    pub(crate) fn new(roots: Vec<PathBuf>) -> Walk {
+    /// A walk of `roots` (absolute), in order, by the rules of `sel`
+    /// (for the folders listed ahead).
+    pub(crate) fn new(roots: Vec<PathBuf>, sel: &Arc<Selection>) -> Walk {
         Walk {
             roots: roots.into_iter(),
             stack: Vec::new(),
             ancestors: Vec::new(),
             queued: VecDeque::new(),
-            prefetch: Prefetch::start(),
+            prefetch: Prefetch::start(Arc::clone(sel)),
         }
     }
 
@@ -106,18 +108,25 @@ impl Walk {
     }
 
     fn push_dir(&mut self, sel: &Selection, dir: PathBuf, rel: PathBuf, depth: usize) {
-        let listed = match self.prefetch.as_ref().and_then(|p| p.take(&dir)) {
-            Some(listed) => listed,
-            None => read_sorted(&dir),
+        let (listed, asked) = match self.prefetch.as_ref().and_then(|p| p.take(&dir)) {
+            Some(taken) => taken,
+            None => (read_sorted(&dir), 0),
         };
         match listed {
-            Ok(entries) => self.stack.push(Frame {
-                dir,
-                rel,
-                depth,
-                entries,
-                pos: 0,
-            }),
+            Ok(entries) => {
+                let asked = match &self.prefetch {
+                    Some(p) => p.ask_under(&dir, &rel, depth, &entries, asked),
+                    None => entries.len(),
+                };
+                self.stack.push(Frame {
+                    dir,
+                    rel,
+                    depth,
+                    entries,
+                    pos: 0,
+                    asked,
+                });
+            }
             Err(e) => {
                 let name = if rel.as_os_str().is_empty() {
                     dir.to_string_lossy().into_owned()
@@ -130,29 +139,6 @@ impl Walk {
                 // Keep the ancestor stack aligned with the frames.
                 self.ancestors.pop();
             }
-        }
-    }
-
-    /// Asks the prefetcher for the folders of the top frame from entry `i`
-    /// on that the walk will enter: plain folders, not hidden (unless
-    /// `hidden`), not temporary, not excluded, within `max_depth`.
-    fn ask_ahead(&self, sel: &Selection, i: usize) {
-        let (Some(p), Some(frame)) = (&self.prefetch, self.stack.last()) else {
-            return;
-        };
-        let mut asked = 0;
-        for e in &frame.entries[i..] {
-            if asked >= Prefetch::AHEAD {
-                break;
-            }
-            if !e.ty.is_dir() || sel.hides(&e.name) {
-                continue;
-            }
-            if !sel.enters_by_name(&frame.rel.join(&e.name), &e.name, frame.depth + 1) {
-                continue;
-            }
-            p.ask(&frame.dir.join(&e.name));
-            asked += 1;
         }
     }
 
@@ -206,8 +192,14 @@ impl Walk {
             if !sel.enters_by_name(&rel, &file_name, depth) {
                 return None;
             }
-            let id = match fs::metadata(&path) {
-                Ok(m) => (m.dev(), m.ino()),
+            // A plain folder's id came with the listing; a followed link's
+            // is its target's.
+            let id = match ent.id.filter(|_| ent.ty.is_dir()) {
+                Some(id) => Ok(id),
+                None => fs::metadata(&path).map(|m| (m.dev(), m.ino())),
+            };
+            let id = match id {
+                Ok(id) => id,
                 Err(e) => {
                     let msg = format!("cannot read folder {}: {e}", path.display());
                     return Some(PlanEvent::failed(
@@ -234,12 +226,18 @@ impl Walk {
                 ));
             }
             self.ancestors.push(id);
-            // The folders after this one are listed ahead; this one is
-            // listed here, unless an earlier ask has it already: asking
-            // for it now would only make the walk wait for a handoff to a
-            // listing thread and back, twice per folder, which costs more
-            // than a folder of a few files takes to list.
-            self.ask_ahead(sel, i + 1);
+            // The folders after this one are asked for as the walk comes
+            // to them (those that did not fit before). This one is listed
+            // here unless a lister has it already or is at it: waiting for
+            // a lister to start on it would cost a handoff to a listing
+            // thread and back, which is more than a folder of a few files
+            // takes to list.
+            if let (Some(p), Some(top)) = (&self.prefetch, self.stack.last_mut())
+                && top.asked < top.entries.len()
+            {
+                let from = top.asked.max(i + 1);
+                top.asked = p.ask_under(&top.dir, &top.rel, top.depth, &top.entries, from);
+            }
             self.push_dir(sel, path, rel, depth);
             return None;
         }
