@@ -14,7 +14,22 @@ use clap::Parser;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// No transparent huge pages for intake's heap. mimalloc asks for them,
+/// and then every thread's first allocation faults in and zeroes a 2 MiB
+/// page: measured on an unchanged re-run of 30,000 files, that was 19% of
+/// the run's CPU time, for nothing, since intake's heap is small.
+#[allow(unsafe_code)]
+fn no_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no
+    // memory of ours; a kernel without it returns an error, which changes
+    // nothing.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> ExitCode {
+    no_huge_pages();
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
