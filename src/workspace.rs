@@ -649,6 +649,16 @@ impl Workspace {
         change::apply(&self.engine, session, &changes, false)
     }
 
+    /// What is remembered of the source files in the folder `dir` whose
+    /// names still hold what they were ingested with.
+    pub(crate) fn sources_in(&self, dir: &Path) -> Result<Vec<crate::store::KnownSource>> {
+        let index = self.index();
+        self.engine
+            .retry
+            .run(|| index.sources_in(dir))
+            .map_err(|e| self.err(e))
+    }
+
     /// What is remembered of the source files at `path` or under it whose
     /// names still hold what they were ingested with.
     pub(crate) fn sources_under(&self, path: &Path) -> Result<Vec<crate::store::SourceRecord>> {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::filter::{Selection, normal_components};
 use super::listing::{follow_error, skipped_link, skipped_special};
 use super::options::PlanEvent;
+use crate::item::mtime_ns;
 use crate::meta::{ends_as_sidecar, sidecar_name, sidecar_of};
 use crate::outcome::Reason;
 
@@ -139,7 +140,11 @@ fn plan_file(sel: &Selection, root: &Path, path: &Path) -> Option<PlanEvent> {
     if sel.hides(file_name) {
         return None;
     }
-    let mut ty = fs::symlink_metadata(path).ok()?.file_type();
+    let m = fs::symlink_metadata(path).ok()?;
+    let mut ty = m.file_type();
+    // A plain file's size and mtime, for the quick check (not a followed
+    // link's: those are the link's).
+    let stat = ty.is_file().then(|| (m.len(), mtime_ns(&m)));
     if ty.is_symlink() {
         if !sel.selected(rel, file_name) {
             return None;
@@ -172,5 +177,5 @@ fn plan_file(sel: &Selection, root: &Path, path: &Path) -> Option<PlanEvent> {
     let has_sidecar =
         fs::symlink_metadata(dir.join(sidecar_name(file_name))).is_ok_and(|m| !m.is_dir());
     let dir_rel = rel.parent().unwrap_or(Path::new(""));
-    Some(sel.file_event(dir, dir_rel, file_name, has_sidecar, None))
+    Some(sel.file_event(dir, dir_rel, file_name, has_sidecar, stat))
 }

@@ -25,6 +25,7 @@ use crossbeam_channel::{Receiver, Sender};
 use notify::{ErrorKind, RecursiveMode};
 
 use super::error::WatchError;
+use super::ready::{Stat, file_stat};
 use super::shared::Shared;
 use crate::plan::Planner;
 
@@ -108,8 +109,9 @@ pub(crate) enum Ctl {
 /// What a scan finds, for the tracker.
 #[derive(Debug)]
 pub(crate) enum Found {
-    /// A file (or a symbolic link, or anything not a folder).
-    File(PathBuf),
+    /// A file (or a symbolic link, or anything not a folder), with what
+    /// the listing says of a regular file.
+    File(PathBuf, Option<Stat>),
     /// A scan finished.
     Done {
         /// Which.
@@ -243,7 +245,7 @@ impl Control {
             if self.shared.is_shutdown() {
                 return Err(Halt::Gone);
             }
-            let Some((name, ty)) = frame.entries.get(frame.pos).cloned() else {
+            let Some((name, ty, stat)) = frame.entries.get(frame.pos).cloned() else {
                 stack.pop();
                 continue;
             };
@@ -270,7 +272,9 @@ impl Control {
                 continue;
             }
             *files += 1;
-            self.found.send(Found::File(path)).map_err(|_| Halt::Gone)?;
+            self.found
+                .send(Found::File(path, stat))
+                .map_err(|_| Halt::Gone)?;
         }
         Ok(())
     }
@@ -330,15 +334,27 @@ fn watch_error(e: &notify::Error, root: &Path) -> WatchError {
 struct Frame {
     dir: PathBuf,
     id: Option<(u64, u64)>,
-    entries: Vec<(OsString, FileType)>,
+    entries: Vec<(OsString, FileType, Option<Stat>)>,
     pos: usize,
 }
 
-fn read_sorted(dir: &Path) -> io::Result<Vec<(OsString, FileType)>> {
+/// The entries of `dir`, sorted by name, each regular file with its stat:
+/// one relative to the open folder costs no path lookup, and the tracker
+/// then needs none of its own.
+fn read_sorted(dir: &Path) -> io::Result<Vec<(OsString, FileType, Option<Stat>)>> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
-        v.push((e.file_name(), e.file_type()?));
+        let ty = e.file_type()?;
+        let stat = if ty.is_file() {
+            e.metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| file_stat(&m))
+        } else {
+            None
+        };
+        v.push((e.file_name(), ty, stat));
     }
     v.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Ok(v)

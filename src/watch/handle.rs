@@ -14,6 +14,7 @@ use super::config::{WatchConfig, WatchSession};
 use super::delete::Deleter;
 use super::error::WatchError;
 use super::event::{WatchEvent, WatchSummary};
+use super::known::Known;
 use super::pump::Pump;
 use super::ready::{Done, FsProbe, Mode, Rules, Tracker};
 use super::shared::Shared;
@@ -187,6 +188,7 @@ impl Watcher {
             ctl: ctl_tx,
             shared: Arc::clone(&shared),
             max_queued: config.max_queued,
+            known: Known::new(ws.clone()),
             deleter: Deleter {
                 ws: ws.clone(),
                 shared: Arc::clone(&shared),

@@ -57,7 +57,9 @@
 //!
 //! The other rooms: `config` (what to watch and how), `event` (what it
 //! reports), `error`, `shared` (the threads' common state), `handle`
-//! (starting and stopping) and `pump` (the tracker's thread).
+//! (starting and stopping), `pump` (the tracker's thread) and `known`
+//! (what the workspace remembers of a folder, so that a scan knows the
+//! files unchanged since their ingest).
 
 mod backend;
 mod commit;
@@ -66,6 +68,7 @@ mod delete;
 mod error;
 mod event;
 mod handle;
+mod known;
 mod pump;
 mod ready;
 mod shared;

@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, Select, Sender};
 use super::backend::{self, Ctl, Found, Raw, ScanKind};
 use super::delete::Deleter;
 use super::error::WatchError;
+use super::known::Known;
 use super::ready::{Action, Done, FsProbe, Tracker};
 use super::shared::Shared;
 use crate::item::Item;
@@ -36,6 +37,7 @@ pub(crate) struct Pump {
     pub(crate) shared: Arc<Shared>,
     pub(crate) max_queued: usize,
     pub(crate) deleter: Deleter,
+    pub(crate) known: Known,
 }
 
 impl Pump {
@@ -140,7 +142,10 @@ impl Pump {
 
     fn on_found(&mut self, f: Found) {
         match f {
-            Found::File(p) => self.tracker.on_found(p, Instant::now()),
+            Found::File(p, stat) => {
+                let unchanged = stat.is_some_and(|s| self.known.unchanged(&p, &s));
+                self.tracker.on_found(p, stat, unchanged, Instant::now());
+            }
             Found::Done { what, files, dirs } => match what {
                 ScanKind::Initial => {
                     tracing::info!(

@@ -128,6 +128,16 @@ impl Probe for FsProbe {
     }
 }
 
+/// The stat of a regular file from its `lstat`.
+pub(crate) fn file_stat(m: &std::fs::Metadata) -> Stat {
+    Stat {
+        kind: Kind::File,
+        nlink: m.nlink(),
+        link_to_dir: false,
+        stamp: stamp_of(m),
+    }
+}
+
 fn stamp_of(m: &std::fs::Metadata) -> Stamp {
     let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
     Stamp {
@@ -241,8 +251,8 @@ enum St {
         timer: u64,
         found: bool,
     },
-    /// Ready, in the queue.
-    Queued,
+    /// Ready, in the queue, with its stamp if it was just seen.
+    Queued(Option<Stamp>),
     /// Handed to the ingest.
     InFlight { stamp: Option<Stamp>, then: Then },
 }
@@ -434,9 +444,18 @@ impl<P: Probe> Tracker<P> {
         }
     }
 
-    /// A file found by a scan (the start, a new folder, a rescan).
-    pub(crate) fn on_found(&mut self, path: PathBuf, now: Instant) {
-        let Some(s) = self.probe.stat(&path) else {
+    /// A file found by a scan (the start, a new folder, a rescan), with
+    /// its stat if the scan had it, and whether it has the size and mtime
+    /// it was last ingested with (it is then ready at once, unless events
+    /// are telling about it).
+    pub(crate) fn on_found(
+        &mut self,
+        path: PathBuf,
+        stat: Option<Stat>,
+        unchanged: bool,
+        now: Instant,
+    ) {
+        let Some(s) = stat.or_else(|| self.probe.stat(&path)) else {
             return;
         };
         if matches!(s.kind, Kind::Dir) {
@@ -445,7 +464,7 @@ impl<P: Probe> Tracker<P> {
         match self.states.get_mut(&path) {
             // Events are telling about it already (after an overflow, open
             // files were moved to settling).
-            Some(St::Open { .. } | St::Settle { .. } | St::Queued) => {}
+            Some(St::Open { .. } | St::Settle { .. } | St::Queued(_)) => {}
             Some(St::InFlight { then, .. }) => {
                 if *then == Then::Nothing {
                     *then = Then::Settle;
@@ -473,6 +492,10 @@ impl<P: Probe> Tracker<P> {
                     self.seen.insert(path, mark);
                     return;
                 }
+                if unchanged {
+                    self.ready_as(&path, true, Some(s.stamp));
+                    return;
+                }
                 let due = match self.rules.mode {
                     // Local clocks: a file last modified longer ago than the
                     // settle window has already held still that long.
@@ -497,7 +520,7 @@ impl<P: Probe> Tracker<P> {
         };
         match done {
             Done::Requeue(path) => {
-                self.states.insert(path.clone(), St::Queued);
+                self.states.insert(path.clone(), St::Queued(None));
                 self.queue.push_front(path);
             }
             Done::Retry { path, attempt } => {
@@ -544,9 +567,12 @@ impl<P: Probe> Tracker<P> {
     /// out.
     pub(crate) fn pop_ready(&mut self) -> Option<PathBuf> {
         while let Some(p) = self.queue.pop_front() {
-            if let Some(st @ St::Queued) = self.states.get_mut(&p) {
+            if let Some(st @ St::Queued(_)) = self.states.get_mut(&p) {
+                let St::Queued(known) = *st else {
+                    unreachable!("just matched");
+                };
                 *st = St::InFlight {
-                    stamp: self.probe.stat(&p).map(|s| s.stamp),
+                    stamp: known.or_else(|| self.probe.stat(&p).map(|s| s.stamp)),
                     then: Then::Nothing,
                 };
                 return Some(p);
@@ -611,7 +637,7 @@ impl<P: Probe> Tracker<P> {
                     self.settle_as(path, s.stamp, now + self.rules.settle, found);
                 } else {
                     self.states.remove(&path);
-                    self.ready(&path, found);
+                    self.ready_as(&path, found, Some(s.stamp));
                 }
             }
             (St::Open { last, stamp, .. }, Some(s)) => {
@@ -647,7 +673,7 @@ impl<P: Probe> Tracker<P> {
                     }
                 }
             }
-            (St::Queued | St::InFlight { .. }, Some(_)) => {}
+            (St::Queued(_) | St::InFlight { .. }, Some(_)) => {}
         }
     }
 
@@ -795,6 +821,12 @@ impl<P: Probe> Tracker<P> {
 
     /// `path` is complete (`found`: by a scan): queue it (once).
     fn ready(&mut self, path: &Path, found: bool) {
+        self.ready_as(path, found, None);
+    }
+
+    /// Like `ready`, with the stamp `path` was just seen with, which
+    /// then needs no look of its own when it goes in flight.
+    fn ready_as(&mut self, path: &Path, found: bool, stamp: Option<Stamp>) {
         if let Some(base) = sidecar_base(path) {
             // A sidecar is read with its file: (re)ingest the file, unless
             // the file is still on its way (then it reads the sidecar when
@@ -811,21 +843,21 @@ impl<P: Probe> Tracker<P> {
                 },
             );
             match self.states.get_mut(&base) {
-                Some(St::Open { .. } | St::Settle { .. } | St::Queued) => {}
+                Some(St::Open { .. } | St::Settle { .. } | St::Queued(_)) => {}
                 Some(St::InFlight { .. }) if found => {}
                 Some(St::InFlight { then, .. }) => *then = Then::Ready,
                 None => {
-                    self.states.insert(base.clone(), St::Queued);
+                    self.states.insert(base.clone(), St::Queued(None));
                     self.queue.push_back(base);
                 }
             }
             return;
         }
         match self.states.get_mut(path) {
-            Some(St::Queued) => {}
+            Some(St::Queued(_)) => {}
             Some(St::InFlight { then, .. }) => *then = Then::Ready,
             _ => {
-                self.states.insert(path.to_path_buf(), St::Queued);
+                self.states.insert(path.to_path_buf(), St::Queued(stamp));
                 self.queue.push_back(path.to_path_buf());
             }
         }
@@ -1164,6 +1196,37 @@ mod tests {
         assert_eq!(drain(&mut t), ["/r/w"]);
     }
 
+    /// A file a scan finds with the size and mtime it was ingested with
+    /// is ready at once: held open for writing or young, its content now
+    /// is what was ingested. Events telling about it still come first.
+    #[test]
+    fn found_files_unchanged_since_their_ingest_are_ready_at_once() {
+        let fs = Fake {
+            leases: true,
+            ..Fake::default()
+        };
+        let mut t = tracker(&fs);
+        let t0 = Instant::now();
+        fs.file("/r/held", 1);
+        fs.writing.borrow_mut().insert("/r/held".into());
+        let held = (&fs).stat(Path::new("/r/held"));
+        t.on_found("/r/held".into(), held, true, t0);
+        assert_eq!(drain(&mut t), ["/r/held"]);
+
+        // Written to since: its events decide, not the scan.
+        fs.file("/r/open", 1);
+        feed(&mut t, t0, &[ev(CREATE, "/r/open")]);
+        let open = (&fs).stat(Path::new("/r/open"));
+        t.on_found("/r/open".into(), open, true, t0);
+        assert!(drain(&mut t).is_empty());
+        // Not unchanged: it waits its settle time like any other.
+        fs.file("/r/new", 1);
+        let new = (&fs).stat(Path::new("/r/new"));
+        t.on_found("/r/new".into(), new, false, t0);
+        t.tick(t0);
+        assert!(drain(&mut t).is_empty());
+    }
+
     #[test]
     fn found_files_settle_by_their_mtime() {
         let fs = Fake::default();
@@ -1171,8 +1234,8 @@ mod tests {
         let t0 = Instant::now();
         fs.old_file("/r/old", 1);
         fs.file("/r/new", 1);
-        t.on_found("/r/old".into(), t0);
-        t.on_found("/r/new".into(), t0);
+        t.on_found("/r/old".into(), None, false, t0);
+        t.on_found("/r/new".into(), None, false, t0);
         t.tick(t0);
         assert_eq!(drain(&mut t), ["/r/old"]);
         t.tick(t0 + Duration::from_millis(300));
@@ -1244,12 +1307,12 @@ mod tests {
             },
             t0,
         );
-        t.on_found("/r/a".into(), t0);
+        t.on_found("/r/a".into(), None, false, t0);
         t.tick(t0 + Duration::from_secs(1));
         assert!(drain(&mut t).is_empty());
         // Changed since: taken again.
         fs.grow("/r/a");
-        t.on_found("/r/a".into(), t0 + Duration::from_secs(1));
+        t.on_found("/r/a".into(), None, false, t0 + Duration::from_secs(1));
         t.tick(t0 + Duration::from_secs(2));
         assert_eq!(drain(&mut t), ["/r/a"]);
     }
@@ -1327,10 +1390,10 @@ mod tests {
         let t0 = Instant::now();
         fs.old_file("/r/m", 1);
         fs.old_file("/r/m.meta.json", 1);
-        t.on_found("/r/m".into(), t0);
+        t.on_found("/r/m".into(), None, false, t0);
         t.tick(t0);
         assert_eq!(drain(&mut t), ["/r/m"]);
-        t.on_found("/r/m.meta.json".into(), t0);
+        t.on_found("/r/m.meta.json".into(), None, false, t0);
         t.tick(t0);
         t.on_done(
             Done::Final {
@@ -1341,13 +1404,13 @@ mod tests {
         );
         assert!(drain(&mut t).is_empty());
         // A rescan finds both unchanged: nothing to do.
-        t.on_found("/r/m".into(), t0);
-        t.on_found("/r/m.meta.json".into(), t0);
+        t.on_found("/r/m".into(), None, false, t0);
+        t.on_found("/r/m.meta.json".into(), None, false, t0);
         t.tick(t0 + SETTLE);
         assert!(drain(&mut t).is_empty());
         // The sidecar changed (its events lost): its file is read again.
         fs.grow("/r/m.meta.json");
-        t.on_found("/r/m.meta.json".into(), t0 + SETTLE);
+        t.on_found("/r/m.meta.json".into(), None, false, t0 + SETTLE);
         t.tick(t0 + SETTLE * 3);
         assert_eq!(drain(&mut t), ["/r/m"]);
     }
@@ -1361,8 +1424,8 @@ mod tests {
         let t0 = Instant::now();
         fs.file("/r/m", 1);
         fs.file("/r/m.meta.json", 1);
-        t.on_found("/r/m".into(), t0);
-        t.on_found("/r/m.meta.json".into(), t0 + SETTLE / 2);
+        t.on_found("/r/m".into(), None, false, t0);
+        t.on_found("/r/m.meta.json".into(), None, false, t0 + SETTLE / 2);
         t.tick(t0 + SETTLE + SETTLE / 4);
         assert_eq!(drain(&mut t), ["/r/m"]);
         t.on_done(
