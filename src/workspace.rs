@@ -650,13 +650,10 @@ impl Workspace {
     }
 
     /// What is remembered of the source files in the folder `dir` whose
-    /// names still hold what they were ingested with.
+    /// names still hold what they were ingested with: one attempt, not
+    /// retried (a watcher's tracker asks, and must not wait out an outage).
     pub(crate) fn sources_in(&self, dir: &Path) -> Result<Vec<crate::store::KnownSource>> {
-        let index = self.index();
-        self.engine
-            .retry
-            .run(|| index.sources_in(dir))
-            .map_err(|e| self.err(e))
+        self.index().sources_in(dir).map_err(|e| self.err(e))
     }
 
     /// What is remembered of the source files at `path` or under it whose

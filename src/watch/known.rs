@@ -36,7 +36,8 @@ impl Known {
 
     /// Whether the regular file at `path`, as `stat` says it is now, has
     /// the size and mtime it was last ingested with. A workspace that
-    /// cannot answer says no: the file then waits like any other.
+    /// cannot answer at once says no: the file then waits like any other,
+    /// and its ingest rides out the outage.
     pub(crate) fn unchanged(&mut self, path: &Path, stat: &Stat) -> bool {
         let (Some(dir), Some(file)) = (path.parent(), path.file_name()) else {
             return false;
