@@ -323,6 +323,56 @@ fn catch_up_ingests_what_is_there_then_follows_and_a_restart_finds_it_unchanged(
     assert_eq!(outcomes, vec![Outcome::Unchanged; 5], "{}", show(&evs));
 }
 
+/// On a restart, a file with the size and mtime of its last ingest is
+/// `unchanged` at once, even while a writer holds it open (its content is
+/// what was ingested); a file or a sidecar changed while the watcher was
+/// down is taken as ever.
+#[test]
+fn a_restart_takes_files_unchanged_since_their_ingest_at_once_and_changed_ones_as_ever() {
+    let d = Inbox::new();
+    d.write("same.txt", "s");
+    d.write("held.txt", "h");
+    d.write("deep/er/meta.txt", "m");
+    d.write("deep/er/meta.txt.meta.json", r#"{"k": 1}"#);
+    d.write("edit.txt", "e");
+    let ws = d.workspace();
+    let settle = Duration::from_millis(300);
+    let w = Running::start(ws.clone(), d.config(WriteMode::Overwrite).settle(settle));
+    w.wait_files(4);
+    w.finish().0.unwrap();
+
+    d.write("deep/er/meta.txt.meta.json", r#"{"k": 2}"#);
+    d.write("edit.txt", "edited");
+    let held = fs::OpenOptions::new()
+        .append(true)
+        .open(d.path("held.txt"))
+        .unwrap();
+    let w = Running::start(ws.clone(), d.config(WriteMode::Overwrite).settle(settle));
+    w.wait_files(4);
+    let (result, evs) = w.finish();
+    drop(held);
+    result.unwrap();
+    let want: BTreeMap<String, Vec<Outcome>> = [
+        ("deep/er/meta.txt", Outcome::Overwritten),
+        ("edit.txt", Outcome::Overwritten),
+        ("held.txt", Outcome::Unchanged),
+        ("same.txt", Outcome::Unchanged),
+    ]
+    .into_iter()
+    .map(|(n, o)| (n.to_string(), vec![o]))
+    .collect();
+    assert_eq!(by_name(&files(&evs)), want, "{}", show(&evs));
+    assert_eq!(
+        ws.current("deep/er/meta.txt")
+            .unwrap()
+            .unwrap()
+            .meta
+            .as_deref(),
+        Some(r#"{"k":2}"#)
+    );
+    assert_eq!(ws.current("edit.txt").unwrap().unwrap().version, 2);
+}
+
 #[test]
 fn a_slow_writer_holding_the_file_open_is_ingested_once_and_complete() {
     let d = Inbox::new();

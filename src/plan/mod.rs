@@ -100,12 +100,34 @@ impl Planner {
         one_path::plan_path(&self.sel, &self.roots, &self.last_folder, path)
     }
 
+    /// The plan of the regular file at `path` (absolute, under one of the
+    /// roots, in a folder the walk enters) as a listing of its folder
+    /// found it: its size and mtime, and whether its sidecar is beside it.
+    /// The same as [`Planner::plan_path`] without a look at the file
+    /// system; `None` for a sidecar, or a file the filters leave out.
+    pub fn plan_listed(
+        &self,
+        path: &Path,
+        size: u64,
+        mtime_ns: i64,
+        has_sidecar: bool,
+    ) -> Option<PlanEvent> {
+        one_path::plan_listed(&self.sel, &self.roots, path, (size, mtime_ns), has_sidecar)
+    }
+
     /// Whether the walk would descend into the folder `path` (a root, or a
     /// folder under one): not hidden (unless `hidden`), not a temporary
     /// name, not excluded, within `max_depth`, not the workspace, and not a
     /// symbolic link unless `follow_links`.
     pub fn enters_dir(&self, path: &Path) -> bool {
         one_path::enters_dir(&self.sel, &self.roots, path)
+    }
+
+    /// [`Planner::enters_dir`] for a folder inside one the walk enters,
+    /// with what its parent's listing says: whether it is a symbolic link,
+    /// and its device and inode (its target's, for a link).
+    pub(crate) fn enters_subdir(&self, path: &Path, link: bool, id: Option<(u64, u64)>) -> bool {
+        one_path::enters_subdir(&self.sel, &self.roots, path, link, id)
     }
 }
 
@@ -234,5 +256,102 @@ mod tests {
             skipping.iter().any(|l| l.starts_with("failed a/x/up ")),
             "{skipping:?}"
         );
+    }
+
+    /// What a watcher's scan asks with what a listing tells
+    /// (`enters_subdir`, `plan_listed`) answers as the questions that look
+    /// at the file system (`enters_dir`, `plan_path`) do.
+    #[test]
+    fn listed_answers_agree_with_looking() {
+        use std::os::unix::fs::MetadataExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for d in ["a/b/c", ".h/x", "t.tmp", "ex/y", "ws/z", "deep/1/2/3"] {
+            fs::create_dir_all(src.join(d)).unwrap();
+        }
+        for f in [
+            "a/1",
+            "a/b/2",
+            "a/b/2.meta.json",
+            "a/b/c/3.txt",
+            ".h/x/4",
+            "t.tmp/5",
+            "ex/y/6",
+            "ws/z/7",
+            "deep/1/2/3/8",
+            "a/.hidden",
+            "a/c.part",
+            "a/orphan.meta.json",
+            "n.txt",
+        ] {
+            fs::write(src.join(f), "{}").unwrap();
+        }
+        std::os::unix::fs::symlink(src.join("a/b"), src.join("a/link")).unwrap();
+        std::os::unix::fs::symlink(src.join("n.txt"), src.join("a/flink")).unwrap();
+        let cases = [
+            PlanOptions::new(vec![src.clone()]),
+            PlanOptions {
+                exclude: vec!["ex".into()],
+                hidden: true,
+                follow_links: true,
+                skip_dirs: vec![src.join("ws")],
+                ..PlanOptions::new(vec![src.clone()])
+            },
+            PlanOptions {
+                max_depth: Some(2),
+                include: vec!["*.txt".into()],
+                ..PlanOptions::new(vec![src.clone()])
+            },
+        ];
+        for opts in cases {
+            let p = Planner::new(opts).unwrap();
+            let mut todo = vec![src.clone()];
+            let (mut dirs, mut files) = (0, 0);
+            while let Some(d) = todo.pop() {
+                for e in fs::read_dir(&d).unwrap() {
+                    let e = e.unwrap();
+                    let path = e.path();
+                    let ty = e.file_type().unwrap();
+                    let followed = fs::metadata(&path).ok();
+                    if followed.as_ref().is_some_and(|m| m.is_dir()) {
+                        let id = followed.map(|m| (m.dev(), m.ino()));
+                        assert_eq!(
+                            p.enters_subdir(&path, ty.is_symlink(), id),
+                            p.enters_dir(&path),
+                            "{}",
+                            path.display()
+                        );
+                        dirs += 1;
+                        if ty.is_dir() && p.enters_dir(&path) {
+                            todo.push(path);
+                        }
+                    } else if ty.is_file() {
+                        let m = e.metadata().unwrap();
+                        let sidecar = d.join(crate::meta::sidecar_name(&e.file_name())).exists();
+                        let listed =
+                            p.plan_listed(&path, m.len(), crate::item::mtime_ns(&m), sidecar);
+                        let looked = p.plan_path(&path);
+                        let key = |ev: Option<PlanEvent>| {
+                            ev.and_then(PlanEvent::into_item).map(|i| match i {
+                                Item::File { name, meta, .. } => {
+                                    format!("{name} {:?}", meta.map(|m| m.as_str().to_owned()))
+                                }
+                                Item::Failed { name, reason, .. } => format!("{name} {reason}"),
+                            })
+                        };
+                        // A sidecar plans its file when looked at; listed,
+                        // it plans nothing (its file is listed too).
+                        if crate::meta::sidecar_of(&e.file_name()).is_none() {
+                            assert_eq!(key(listed), key(looked), "{}", path.display());
+                        } else {
+                            assert!(listed.is_none());
+                        }
+                        files += 1;
+                    }
+                }
+            }
+            assert!(dirs >= 5 && files >= 5, "{dirs} {files}");
+        }
     }
 }

@@ -69,6 +69,31 @@ pub(crate) fn plan_path(
     plan_file(sel, root, path)
 }
 
+/// The plan of the regular file at `path` (absolute, under one of
+/// `roots`, in a folder the walk enters), as listed: its size and mtime,
+/// and whether its sidecar is beside it; see
+/// [`crate::plan::Planner::plan_listed`].
+pub(crate) fn plan_listed(
+    sel: &Selection,
+    roots: &[PathBuf],
+    path: &Path,
+    stat: (u64, i64),
+    has_sidecar: bool,
+) -> Option<PlanEvent> {
+    let (_, rel) = locate(roots, path)?;
+    let file_name = path.file_name()?;
+    // A sidecar is never a file of its own.
+    if sidecar_of(file_name).is_some() || sel.hides(file_name) || !sel.selected(rel, file_name) {
+        return None;
+    }
+    if !sel.within_depth(rel.components().count()) {
+        return None;
+    }
+    let dir = path.parent()?;
+    let dir_rel = rel.parent().unwrap_or(Path::new(""));
+    Some(sel.file_event(dir, dir_rel, file_name, has_sidecar, Some(stat)))
+}
+
 /// Whether the walk would descend into the folder `path`; see
 /// [`crate::plan::Planner::enters_dir`].
 pub(crate) fn enters_dir(sel: &Selection, roots: &[PathBuf], path: &Path) -> bool {
@@ -82,6 +107,29 @@ pub(crate) fn enters_dir(sel: &Selection, roots: &[PathBuf], path: &Path) -> boo
         return !sel.skips(root);
     }
     dirs_entered(sel, root, &comps)
+}
+
+/// Whether the walk would descend into `path`, a folder (`link`: a
+/// symbolic link to one) inside a folder it enters, whose device and inode
+/// (its target's, for a link) are `id`: `enters_dir` with only the last
+/// folder judged, and no look at the file system.
+pub(crate) fn enters_subdir(
+    sel: &Selection,
+    roots: &[PathBuf],
+    path: &Path,
+    link: bool,
+    id: Option<(u64, u64)>,
+) -> bool {
+    let (Some((_, rel)), Some(name)) = (locate(roots, path), path.file_name()) else {
+        return false;
+    };
+    if sel.hides(name) || !sel.enters_by_name(rel, name, rel.components().count()) {
+        return false;
+    }
+    if link && !sel.opts.follow_links {
+        return false;
+    }
+    !id.is_some_and(|id| sel.skips_id(id))
 }
 
 /// The first root that strictly contains `path`, and the relative rest.

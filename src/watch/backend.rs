@@ -13,7 +13,7 @@
 //! after adding the watch"). notify's own recursive mode adds watches for
 //! new folders after the fact and reports nothing of what they already hold.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::FileType;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -27,6 +27,7 @@ use notify::{ErrorKind, RecursiveMode};
 use super::error::WatchError;
 use super::ready::{Stat, file_stat};
 use super::shared::Shared;
+use crate::meta::sidecar_name;
 use crate::plan::Planner;
 
 /// What notify hands the event handler.
@@ -110,8 +111,9 @@ pub(crate) enum Ctl {
 #[derive(Debug)]
 pub(crate) enum Found {
     /// A file (or a symbolic link, or anything not a folder), with what
-    /// the listing says of a regular file.
-    File(PathBuf, Option<Stat>),
+    /// the listing says of a regular file, and whether the listing has its
+    /// sidecar.
+    File(PathBuf, Option<Stat>, bool),
     /// A scan finished.
     Done {
         /// Which.
@@ -237,7 +239,8 @@ impl Control {
             return Ok(());
         }
         let mut stack: Vec<Frame> = Vec::new();
-        if let Some(f) = self.enter(top)? {
+        let top_id = std::fs::metadata(top).ok().map(|m| (m.dev(), m.ino()));
+        if let Some(f) = self.enter(top, top_id)? {
             *dirs += 1;
             stack.push(f);
         }
@@ -245,42 +248,52 @@ impl Control {
             if self.shared.is_shutdown() {
                 return Err(Halt::Gone);
             }
-            let Some((name, ty, stat)) = frame.entries.get(frame.pos).cloned() else {
+            let Some(e) = frame.entries.get(frame.pos).cloned() else {
                 stack.pop();
                 continue;
             };
             frame.pos += 1;
-            let path = frame.dir.join(&name);
-            let is_dir = ty.is_dir()
-                || (ty.is_symlink()
-                    && self.follow_links
-                    && std::fs::metadata(&path).is_ok_and(|m| m.is_dir()));
+            let path = frame.dir.join(&e.name);
+            // A plain folder's id came with the listing; a followed link's
+            // is its target's.
+            let (is_dir, id) = if e.ty.is_dir() {
+                (true, e.id)
+            } else if e.ty.is_symlink() && self.follow_links {
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_dir() => (true, Some((m.dev(), m.ino()))),
+                    _ => (false, None),
+                }
+            } else {
+                (false, None)
+            };
             if is_dir {
-                if !self.planner.enters_dir(&path) {
+                // The folders above are entered: only this one is judged.
+                if !self.planner.enters_subdir(&path, e.ty.is_symlink(), id) {
                     continue;
                 }
-                let id = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
                 // A link back to a folder above: reported by the catch-up
                 // walk of `intake ingest`; here, just not followed.
                 if id.is_some_and(|id| stack.iter().any(|f| f.id == Some(id))) {
                     continue;
                 }
-                if let Some(f) = self.enter(&path)? {
+                if let Some(f) = self.enter(&path, id)? {
                     *dirs += 1;
                     stack.push(f);
                 }
                 continue;
             }
             *files += 1;
+            let has_sidecar = frame.has_file(&sidecar_name(&e.name));
             self.found
-                .send(Found::File(path, stat))
+                .send(Found::File(path, e.stat, has_sidecar))
                 .map_err(|_| Halt::Gone)?;
         }
         Ok(())
     }
 
-    /// Watches `dir` (inotify), then lists it.
-    fn enter(&mut self, dir: &Path) -> Result<Option<Frame>, Halt> {
+    /// Watches `dir` (inotify), then lists it; `id` is its device and
+    /// inode, if known.
+    fn enter(&mut self, dir: &Path, id: Option<(u64, u64)>) -> Result<Option<Frame>, Halt> {
         if !self.poll {
             match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {}
@@ -311,7 +324,7 @@ impl Control {
         };
         Ok(Some(Frame {
             dir: dir.to_path_buf(),
-            id: std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino())),
+            id,
             entries,
             pos: 0,
         }))
@@ -334,28 +347,55 @@ fn watch_error(e: &notify::Error, root: &Path) -> WatchError {
 struct Frame {
     dir: PathBuf,
     id: Option<(u64, u64)>,
-    entries: Vec<(OsString, FileType, Option<Stat>)>,
+    entries: Vec<Entry>,
     pos: usize,
 }
 
-/// The entries of `dir`, sorted by name, each regular file with its stat:
-/// one relative to the open folder costs no path lookup, and the tracker
-/// then needs none of its own.
-fn read_sorted(dir: &Path) -> io::Result<Vec<(OsString, FileType, Option<Stat>)>> {
+impl Frame {
+    /// Whether an entry other than a folder is named `name`.
+    fn has_file(&self, name: &OsStr) -> bool {
+        self.entries
+            .binary_search_by(|e| e.name.as_bytes().cmp(name.as_bytes()))
+            .is_ok_and(|i| !self.entries[i].ty.is_dir())
+    }
+}
+
+/// One entry of a listing.
+#[derive(Clone)]
+struct Entry {
+    name: OsString,
+    ty: FileType,
+    /// A regular file's stat.
+    stat: Option<Stat>,
+    /// A folder's device and inode.
+    id: Option<(u64, u64)>,
+}
+
+/// The entries of `dir`, sorted by name, each regular file with its stat
+/// and each folder with its id: a stat relative to the open folder costs
+/// no path lookup, and the tracker then needs none of its own.
+fn read_sorted(dir: &Path) -> io::Result<Vec<Entry>> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let ty = e.file_type()?;
-        let stat = if ty.is_file() {
-            e.metadata()
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| file_stat(&m))
-        } else {
-            None
-        };
-        v.push((e.file_name(), ty, stat));
+        let (mut stat, mut id) = (None, None);
+        if (ty.is_file() || ty.is_dir())
+            && let Ok(m) = e.metadata()
+        {
+            if m.is_file() {
+                stat = Some(file_stat(&m));
+            } else if m.is_dir() {
+                id = Some((m.dev(), m.ino()));
+            }
+        }
+        v.push(Entry {
+            name: e.file_name(),
+            ty,
+            stat,
+            id,
+        });
     }
-    v.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    v.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(v)
 }

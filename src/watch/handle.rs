@@ -1,5 +1,6 @@
 //! Starting a watcher, and the handle that stops it.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -189,6 +190,7 @@ impl Watcher {
             shared: Arc::clone(&shared),
             max_queued: config.max_queued,
             known: Known::new(ws.clone()),
+            planned: VecDeque::new(),
             deleter: Deleter {
                 ws: ws.clone(),
                 shared: Arc::clone(&shared),

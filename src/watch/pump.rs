@@ -1,7 +1,8 @@
 //! The tracker's thread: events, scan results and outcomes in, ready
 //! items out.
 
-use std::path::Path;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use super::backend::{self, Ctl, Found, Raw, ScanKind};
 use super::delete::Deleter;
 use super::error::WatchError;
 use super::known::Known;
-use super::ready::{Action, Done, FsProbe, Tracker};
+use super::ready::{Action, Done, FsProbe, Stat, Tracker};
 use super::shared::Shared;
 use crate::item::Item;
 use crate::plan::{PlanEvent, Planner};
@@ -38,6 +39,8 @@ pub(crate) struct Pump {
     pub(crate) max_queued: usize,
     pub(crate) deleter: Deleter,
     pub(crate) known: Known,
+    /// Files a scan found unchanged, planned and in flight, to hand on.
+    pub(crate) planned: VecDeque<Item>,
 }
 
 impl Pump {
@@ -58,7 +61,7 @@ impl Pump {
             if pending.is_none() {
                 pending = self.next_item();
             }
-            let queued = self.tracker.queued();
+            let queued = self.tracker.queued() + self.planned.len();
             let mut sel = Select::new();
             let raw_i = (raw_open && queued < self.max_queued).then(|| sel.recv(&self.raw));
             let found_i = (found_open && queued < FOUND_HIGH_WATER).then(|| sel.recv(&self.found));
@@ -142,10 +145,7 @@ impl Pump {
 
     fn on_found(&mut self, f: Found) {
         match f {
-            Found::File(p, stat) => {
-                let unchanged = stat.is_some_and(|s| self.known.unchanged(&p, &s));
-                self.tracker.on_found(p, stat, unchanged, Instant::now());
-            }
+            Found::File(p, stat, has_sidecar) => self.on_found_file(p, stat, has_sidecar),
             Found::Done { what, files, dirs } => match what {
                 ScanKind::Initial => {
                     tracing::info!(
@@ -165,9 +165,33 @@ impl Pump {
         }
     }
 
+    /// A file a scan found. One with the size and mtime of its last
+    /// ingest is planned from the scan's listing and goes in flight at
+    /// once, unless events are telling about it; any other waits in the
+    /// tracker.
+    fn on_found_file(&mut self, path: PathBuf, stat: Option<Stat>, has_sidecar: bool) {
+        let now = Instant::now();
+        let Some(s) = stat.filter(|s| self.known.unchanged(&path, s)) else {
+            self.tracker.on_found(path, stat, false, now);
+            return;
+        };
+        let (len, mtime) = (s.stamp.len, s.stamp.mtime_ns);
+        if let Some(PlanEvent::Item(item)) =
+            self.planner.plan_listed(&path, len, mtime, has_sidecar)
+            && self.tracker.found_unchanged(&path, s.stamp)
+        {
+            self.planned.push_back(item);
+            return;
+        }
+        self.tracker.on_found(path, stat, true, now);
+    }
+
     /// The next ready file, planned: its item, or `None` if nothing is
     /// ready.
     fn next_item(&mut self) -> Option<Item> {
+        if let Some(item) = self.planned.pop_front() {
+            return Some(item);
+        }
         loop {
             let path = self.tracker.pop_ready()?;
             match self.planner.plan_path(&path) {

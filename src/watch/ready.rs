@@ -508,6 +508,26 @@ impl<P: Probe> Tracker<P> {
         }
     }
 
+    /// A file a scan found with the size and mtime it was last ingested
+    /// with (`stamp`), and planned: in flight at once, unless events are
+    /// telling about it or it was just done with that stamp; then `false`,
+    /// and the caller hands it to [`Tracker::on_found`] instead.
+    pub(crate) fn found_unchanged(&mut self, path: &Path, stamp: Stamp) -> bool {
+        if self.states.contains_key(path)
+            || self.seen.get(path).is_some_and(|m| m.stamp == Some(stamp))
+        {
+            return false;
+        }
+        self.states.insert(
+            path.to_path_buf(),
+            St::InFlight {
+                stamp: Some(stamp),
+                then: Then::Nothing,
+            },
+        );
+        true
+    }
+
     /// The ingest is done with a path.
     pub(crate) fn on_done(&mut self, done: Done, now: Instant) {
         let path = match &done {
@@ -1224,6 +1244,34 @@ mod tests {
         let new = (&fs).stat(Path::new("/r/new"));
         t.on_found("/r/new".into(), new, false, t0);
         t.tick(t0);
+        assert!(drain(&mut t).is_empty());
+    }
+
+    /// A file a scan found unchanged and planned itself goes in flight at
+    /// once; a change while it is in flight reads it again after its
+    /// outcome, and one done with that stamp is not taken twice.
+    #[test]
+    fn found_unchanged_files_go_in_flight_at_once() {
+        let fs = Fake::default();
+        let mut t = tracker(&fs);
+        let t0 = Instant::now();
+        fs.old_file("/r/u", 1);
+        let stamp = (&fs).stat(Path::new("/r/u")).unwrap().stamp;
+        assert!(t.found_unchanged(Path::new("/r/u"), stamp));
+        // Already in flight: not queued, and not taken again.
+        assert!(drain(&mut t).is_empty());
+        assert!(!t.found_unchanged(Path::new("/r/u"), stamp));
+        feed(&mut t, t0, &[ev(CLOSE, "/r/u")]);
+        let done = || Done::Final {
+            path: "/r/u".into(),
+            read_failed: false,
+        };
+        t.on_done(done(), t0);
+        assert_eq!(drain(&mut t), ["/r/u"]);
+        t.on_done(done(), t0);
+        // Done with this stamp: a rescan finding it again leaves it.
+        assert!(!t.found_unchanged(Path::new("/r/u"), stamp));
+        t.tick(t0 + Duration::from_secs(5));
         assert!(drain(&mut t).is_empty());
     }
 
