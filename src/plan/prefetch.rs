@@ -115,23 +115,16 @@ impl Prefetch {
     pub(crate) fn take(&self, dir: &Path) -> Option<Listed> {
         let mut g = self.shared.lock();
         loop {
-            match g.wanted.get(dir)? {
-                Step::Queued => {
-                    g.wanted.remove(dir);
-                    return None;
-                }
+            match g.wanted.remove(dir)? {
+                Step::Queued => return None,
+                Step::Listed(listed, asked) => return Some((listed, asked)),
                 Step::Listing => {
+                    g.wanted.insert(dir.to_path_buf(), Step::Listing);
                     g = self
                         .shared
                         .listed
                         .wait(g)
                         .unwrap_or_else(|e| e.into_inner());
-                }
-                Step::Listed(..) => {
-                    let Some(Step::Listed(listed, asked)) = g.wanted.remove(dir) else {
-                        unreachable!("just matched");
-                    };
-                    return Some((listed, asked));
                 }
             }
         }

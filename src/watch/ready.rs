@@ -587,10 +587,9 @@ impl<P: Probe> Tracker<P> {
     /// out.
     pub(crate) fn pop_ready(&mut self) -> Option<PathBuf> {
         while let Some(p) = self.queue.pop_front() {
-            if let Some(st @ St::Queued(_)) = self.states.get_mut(&p) {
-                let St::Queued(known) = *st else {
-                    unreachable!("just matched");
-                };
+            if let Some(st) = self.states.get_mut(&p)
+                && let St::Queued(known) = *st
+            {
                 *st = St::InFlight {
                     stamp: known.or_else(|| self.probe.stat(&p).map(|s| s.stamp)),
                     then: Then::Nothing,
