@@ -6,8 +6,8 @@
 //! pairing `X.meta.json` with `X` needs a directory's whole sorted listing
 //! while the walk order stays exact: a directory's entries sorted by name,
 //! each subdirectory walked where it sorts. Only the listings of the
-//! directories on the current path are held in memory, so a run of a million
-//! files streams.
+//! directories on the current path (and of at most 64 listed ahead) are held
+//! in memory, so a run of a million files streams.
 //!
 //! The rooms, in the order a file goes through them: [`options`] (what is
 //! asked, what comes out), `filter` (what is taken and how it is named),

@@ -1,6 +1,7 @@
 //! The walk: each root in order, a folder's entries sorted by name, each
 //! subfolder walked where it sorts. Only the listings of the folders on the
-//! current path are held, so a run of a million files streams.
+//! current path (and of at most 64 listed ahead) are held, so a run of a
+//! million files streams.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
